@@ -1,0 +1,349 @@
+"""The :class:`Model`: validated data, its sufficient-statistic pytree, priors and names."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from mlgibbs.models.data import LinearData, sufficient_statistics
+from mlgibbs.models.formula import fixed_design, parse_formula
+from mlgibbs.models.validation import (
+    as_float_column,
+    check_full_rank,
+    encode_groups,
+    within_group_constant,
+)
+from mlgibbs.priors import Flat, Normal, Priors
+
+__all__ = ["Model", "resolve_priors"]
+
+_BLOCKS = ("beta", "gamma", "sigma_y", "sigma_alpha")
+
+
+def _coefficient_prior(spec, names: Sequence[str], block: str):
+    if isinstance(spec, (Flat, Normal)):
+        return spec
+    if isinstance(spec, Mapping):
+        unknown = [k for k in spec if k not in names]
+        if unknown:
+            raise ValueError(
+                f"priors[{block!r}] names unknown coefficient(s) {unknown}; the {block} coefficients "
+                f"are {list(names)}"
+            )
+        loc = np.zeros(len(names))
+        scale = np.full(len(names), math.inf)
+        for k, prior in spec.items():
+            normal = _coefficient_prior(prior, names, block).as_normal()
+            loc[names.index(k)], scale[names.index(k)] = normal.loc, normal.scale
+        return Normal(loc, scale)
+    raise TypeError(f"priors[{block!r}] must be Flat(), Normal(loc, scale) or a dict by coefficient name, "
+                    f"got {spec!r}")
+
+
+def resolve_priors(priors, predictors: Sequence[str] = (), group_predictors: Sequence[str] = ()) -> Priors:
+    """Turn ``None``, a :class:`~mlgibbs.priors.Priors` or a dict into :class:`~mlgibbs.priors.Priors`.
+
+    A dict may give any of ``beta``, ``gamma``, ``sigma_y``, ``sigma_alpha``; a coefficient block may
+    be a dict from coefficient name to prior (unnamed coefficients stay flat).
+    """
+    if priors is None:
+        return Priors()
+    if isinstance(priors, Priors):
+        priors = priors._asdict()
+    if not isinstance(priors, Mapping):
+        raise TypeError(f"priors must be a dict or mlgibbs.priors.Priors, got {type(priors).__name__}")
+    unknown = [k for k in priors if k not in _BLOCKS]
+    if unknown:
+        raise ValueError(f"unknown prior block(s) {unknown}; expected some of {list(_BLOCKS)}")
+    merged = Priors()._asdict()
+    merged.update(priors)
+    merged["beta"] = _coefficient_prior(merged["beta"], list(predictors), "beta")
+    merged["gamma"] = _coefficient_prior(merged["gamma"], list(group_predictors), "gamma")
+    return Priors(**merged)
+
+
+def _resolve_dtype(dtype) -> np.dtype:
+    default = jnp.zeros(()).dtype
+    if dtype is None:
+        return np.dtype(default)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if dtype == np.float64 and default != np.float64:
+        raise ValueError("dtype float64 needs 64-bit JAX: jax.config.update('jax_enable_x64', True) "
+                         "or the JAX_ENABLE_X64=1 environment variable")
+    return dtype
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Model:
+    """A varying-intercept linear model bound to its data.
+
+    .. math::
+
+        y_i \\sim \\mathcal N(\\alpha_{j[i]} + X_i\\beta,\\ \\sigma_y^2),\\qquad
+        \\alpha_j \\sim \\mathcal N(U_j\\gamma,\\ \\sigma_\\alpha^2)
+
+    or, without a grouping factor, ``y ~ N(X beta, sigma_y^2)``. Build it with
+    :meth:`from_formula` or :meth:`from_arrays`; every input is checked there.
+
+    Attributes
+    ----------
+    data
+        The :class:`~mlgibbs.LinearData` pytree (sufficient statistics) that kernels take.
+    priors
+        :class:`~mlgibbs.priors.Priors`.
+    y, X, group_index
+        The raw observations (float64 NumPy), kept for the pointwise log likelihood and
+        posterior predictive draws.
+    response, predictors, group_name, group_labels, group_predictors
+        Names used for ArviZ dims and coordinates.
+    formula
+        The formula, when built from one.
+    dtype
+        The floating dtype of ``data`` and of the draws (float32 unless 64-bit JAX is enabled).
+    """
+
+    data: LinearData
+    priors: Priors
+    y: np.ndarray
+    X: np.ndarray
+    group_index: np.ndarray | None
+    response: str
+    predictors: tuple[str, ...]
+    group_name: str | None
+    group_labels: tuple[Any, ...] | None
+    group_predictors: tuple[str, ...]
+    formula: str | None = None
+    dtype: np.dtype = dataclasses.field(default_factory=lambda: np.dtype(np.float32))
+
+    @property
+    def num_obs(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def num_groups(self) -> int:
+        return 0 if self.group_labels is None else len(self.group_labels)
+
+    @property
+    def group_counts(self) -> np.ndarray | None:
+        if self.group_index is None:
+            return None
+        return np.bincount(self.group_index, minlength=self.num_groups)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_formula(
+        cls,
+        formula: str,
+        data: pd.DataFrame,
+        priors: Mapping | Priors | None = None,
+        *,
+        dtype=None,
+    ) -> "Model":
+        """Build a model from an lme4-style formula.
+
+        The fixed part is parsed by formulaic (``C(...)``, interactions, ``0 +``). With a group term
+        ``(1 | g)``, every fixed-effect column that is constant within the groups of ``g`` (the
+        intercept, group-level predictors such as county uranium) becomes a column of ``U``
+        (coefficients ``gamma``); the others form ``X`` (coefficients ``beta``). Without a group term
+        all columns form ``X``: ``y ~ floor`` is complete pooling, ``y ~ 0 + C(county) + floor`` the
+        indicator-variable model.
+
+        Parameters
+        ----------
+        formula
+            For example ``"log_radon ~ floor + log_uranium + (1 | county)"``.
+        data
+            A pandas DataFrame holding every column the formula names.
+        priors
+            ``None`` (flat coefficients, uniform scales: Gelman & Hill's default), a
+            :class:`~mlgibbs.priors.Priors`, or a dict with keys among ``beta``, ``gamma``,
+            ``sigma_y``, ``sigma_alpha``.
+        dtype
+            ``float32`` or ``float64``; default JAX's default float.
+
+        Examples
+        --------
+        >>> import mlgibbs as mg
+        >>> df = mg.datasets.load_radon()
+        >>> model = mg.Model.from_formula("log_radon ~ floor + log_uranium + (1 | county)", df)
+        >>> model.predictors, model.group_predictors
+        (('floor',), ('Intercept', 'log_uranium'))
+        """
+        if not isinstance(data, pd.DataFrame):
+            raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+        parsed = parse_formula(formula)
+        y, response, design, names = fixed_design(parsed.fixed, data)
+        if not parsed.group_terms:
+            return cls._build(y, design, names, None, None, None, (), priors, dtype,
+                              response=response, group_name=None, formula=formula)
+        group_name = parsed.group_terms[0].group
+        if group_name not in data.columns:
+            raise ValueError(f"grouping column {group_name!r} is not in the data frame")
+        codes, labels = encode_groups(data[group_name], group_name, len(y))
+        constant = within_group_constant(design, codes, len(labels))
+        X = design[:, ~constant]
+        first_row = np.zeros(len(labels), dtype=np.int64)
+        first_row[codes[::-1]] = np.arange(len(codes))[::-1]
+        U = design[first_row][:, constant]
+        x_names = [n for n, c in zip(names, constant) if not c]
+        u_names = [n for n, c in zip(names, constant) if c]
+        return cls._build(y, X, x_names, codes, labels, U, u_names, priors, dtype,
+                          response=response, group_name=group_name, formula=formula)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        y,
+        X=None,
+        group=None,
+        U=None,
+        *,
+        priors: Mapping | Priors | None = None,
+        intercept: bool = True,
+        response: str = "y",
+        predictors: Sequence[str] | None = None,
+        group_name: str = "group",
+        group_labels: Sequence | None = None,
+        group_predictors: Sequence[str] | None = None,
+        dtype=None,
+    ) -> "Model":
+        """Build a model from arrays.
+
+        Parameters
+        ----------
+        y
+            Responses, shape ``(n,)``.
+        X
+            Individual-level predictors, shape ``(n, p)``, or a DataFrame (its columns name them);
+            ``None`` for none. With ``group`` given, every column must vary within groups.
+        group
+            Group label of each observation, shape ``(n,)``; ``None`` for no grouping factor (then
+            ``X`` should hold the intercept column, and ``U`` must be ``None``).
+        U
+            Group-level predictors, shape ``(J, q)``, row ``j`` for group ``group_labels[j]``; a
+            DataFrame's index gives the labels and its columns the names.
+        intercept
+            With a grouping factor: prepend an ``Intercept`` column to ``U``.
+        response, predictors, group_name, group_labels, group_predictors
+            Names for the output (default ``y``, ``x0..``, ``group``, sorted labels, ``u0..``).
+            Without ``group_labels`` and with ``U`` given, labels are ``U``'s index or ``0..J-1``.
+        priors, dtype
+            As in :meth:`from_formula`.
+        """
+        y = as_float_column(y, response)
+        n = y.shape[0]
+        X, x_names = _matrix(X, n, predictors, "x", "X")
+        if group is None:
+            if U is not None:
+                raise ValueError("U (group-level predictors) was given without a grouping factor `group`")
+            return cls._build(y, X, x_names, None, None, None, (), priors, dtype,
+                              response=response, group_name=None, formula=None)
+        if U is not None and group_labels is None:
+            group_labels = list(U.index) if isinstance(U, pd.DataFrame) else list(range(np.shape(U)[0]))
+        codes, labels = encode_groups(group, group_name, n, group_labels)
+        U, u_names = _matrix(U, len(labels), group_predictors, "u", "U")
+        if intercept:
+            U = np.column_stack([np.ones(len(labels)), U])
+            u_names = ["Intercept", *u_names]
+        constant = within_group_constant(X, codes, len(labels))
+        if constant.any():
+            col = x_names[int(np.argmax(constant))]
+            raise ValueError(
+                f"predictor {col!r} in X does not vary within the groups of {group_name!r}; it is a "
+                "group-level predictor: pass it as a column of U"
+            )
+        return cls._build(y, X, x_names, codes, labels, U, u_names, priors, dtype,
+                          response=response, group_name=group_name, formula=None)
+
+    @classmethod
+    def _build(cls, y, X, x_names, codes, labels, U, u_names, priors, dtype, *,
+               response, group_name, formula) -> "Model":
+        dtype = _resolve_dtype(dtype)
+        n = y.shape[0]
+        if n < 2:
+            raise ValueError(f"{response!r} has {n} observation(s); at least 2 are needed")
+        if codes is None:
+            if X.shape[1] == 0:
+                raise ValueError("the model has no predictors; use 'y ~ 1' for an intercept-only model")
+            check_full_rank(X, x_names, "the design matrix X")
+        else:
+            counts = np.bincount(codes, minlength=len(labels))
+            Xw = X - (np.stack([np.bincount(codes, weights=X[:, k], minlength=len(labels))
+                                for k in range(X.shape[1])], axis=1) / counts[:, None])[codes] \
+                if X.shape[1] else X
+            check_full_rank(Xw, x_names, f"the individual-level predictors (within groups of {group_name!r})")
+            check_full_rank(U, u_names, f"the group-level predictors U (one row per {group_name!r})")
+            if U.shape[1] >= len(labels):
+                raise ValueError(
+                    f"{U.shape[1]} group-level predictors for {len(labels)} groups of {group_name!r}; "
+                    "need fewer predictors than groups"
+                )
+        resolved = resolve_priors(priors, x_names, u_names)
+        with jax.enable_x64(True):
+            stats = sufficient_statistics(
+                jnp.asarray(y, jnp.float64),
+                jnp.asarray(X, jnp.float64),
+                None if codes is None else jnp.asarray(codes),
+                None if codes is None else jnp.asarray(U, jnp.float64),
+                None if codes is None else len(labels),
+            )
+            stats = jax.tree.map(np.asarray, stats)
+        stats = jax.tree.map(lambda a: jnp.asarray(a, dtype), stats)
+        return cls(
+            data=stats,
+            priors=resolved,
+            y=y,
+            X=X,
+            group_index=codes,
+            response=response,
+            predictors=tuple(x_names),
+            group_name=group_name,
+            group_labels=labels,
+            group_predictors=tuple(u_names),
+            formula=formula,
+            dtype=dtype,
+        )
+
+    def __repr__(self) -> str:
+        lines = [f"Model({self.formula or 'from arrays'!s})",
+                 f"  {self.num_obs} observations of {self.response!r}",
+                 f"  beta:  {list(self.predictors)}"]
+        if self.group_name is not None:
+            lines += [f"  alpha: {self.num_groups} groups of {self.group_name!r}",
+                      f"  gamma: {list(self.group_predictors)}"]
+        lines.append(f"  priors: {self.priors}")
+        return "\n".join(lines)
+
+
+def _matrix(values, rows: int, names, prefix: str, arg: str) -> tuple[np.ndarray, list[str]]:
+    """A float64 ``(rows, k)`` matrix with column names, each column checked."""
+    if values is None:
+        return np.zeros((rows, 0)), []
+    if isinstance(values, pd.DataFrame):
+        cols = [as_float_column(values[c], str(c), rows) for c in values.columns]
+        names = [str(c) for c in values.columns] if names is None else list(names)
+        mat = np.column_stack(cols) if cols else np.zeros((rows, 0))
+    else:
+        arr = np.asarray(values)
+        if arr.ndim == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2:
+            raise ValueError(f"{arg} must be a 2-D array, got shape {arr.shape}")
+        if arr.shape[0] != rows:
+            raise ValueError(f"{arg} has {arr.shape[0]} rows, expected {rows}")
+        names = [f"{prefix}{k}" for k in range(arr.shape[1])] if names is None else list(names)
+        if len(names) != arr.shape[1]:
+            raise ValueError(f"{len(names)} names given for the {arr.shape[1]} columns of {arg}")
+        cols = [as_float_column(arr[:, k], names[k], rows) for k in range(arr.shape[1])]
+        mat = np.column_stack(cols) if cols else np.zeros((rows, 0))
+    if len(names) != mat.shape[1]:
+        raise ValueError(f"{len(names)} names given for the {mat.shape[1]} columns of {arg}")
+    return mat, names

@@ -1,0 +1,35 @@
+"""Kernels assembled from the conditional updates, chosen by name."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from mlgibbs.base import SamplingAlgorithm
+from mlgibbs.samplers.gibbs import Structure, gibbs_kernel, initial_state, structure_of
+
+__all__ = ["SAMPLERS", "gibbs", "gibbs_kernel", "Structure", "initial_state", "structure_of"]
+
+#: Kernel factories by name: ``factory(priors, structure) -> SamplingAlgorithm``.
+SAMPLERS: dict[str, Callable[..., SamplingAlgorithm]] = {"gibbs": gibbs_kernel}
+
+
+def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
+    """The Gibbs kernel of ``model``: a NamedTuple of pure ``init`` and ``step`` functions.
+
+    Parameters
+    ----------
+    model
+        A :class:`~mlgibbs.Model`; its priors and block structure configure the kernel, and its
+        data pytree ``model.data`` is what ``init`` and ``step`` take.
+    sampler
+        Name of the sampler, one of :data:`SAMPLERS` (``"gibbs"``: the five-step sampler).
+
+    Returns
+    -------
+    SamplingAlgorithm
+    """
+    try:
+        factory = SAMPLERS[sampler]
+    except KeyError:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}") from None
+    return factory(model.priors, structure_of(model.data))
