@@ -71,10 +71,15 @@ class SamplingAlgorithm(NamedTuple):
         ``init(rng_key, data) -> state``: a (random, over-dispersed) starting state.
     step
         ``step(rng_key, state, data) -> state``: one full sweep of the sampler.
+    from_gibbs_state
+        ``from_gibbs_state(gibbs_state, data) -> state`` for samplers whose state carries more than
+        a :class:`GibbsState` (for example the parameter-expanded one); ``None`` when the state is a
+        :class:`GibbsState`. Used to continue a run from stored draws.
     """
 
     init: Callable[[PRNGKey, PyTree], PyTree]
     step: Callable[[PRNGKey, PyTree, PyTree], PyTree]
+    from_gibbs_state: Callable[[GibbsState, PyTree], PyTree] | None = None
 
 
 def compose(updates: Sequence[Update]) -> Callable[[PRNGKey, PyTree, PyTree], PyTree]:

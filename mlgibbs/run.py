@@ -160,8 +160,11 @@ def sample(
     if initial_state is None:
         init_keys = jax.random.split(key_init, num_chains)
         initial_state = jax.vmap(kernel.init, in_axes=(0, None))(init_keys, model.data)
-    elif hasattr(initial_state, "posterior"):
-        initial_state = last_state(initial_state, model)
+    else:
+        if hasattr(initial_state, "posterior"):
+            initial_state = last_state(initial_state, model)
+        if isinstance(initial_state, GibbsState) and kernel.from_gibbs_state is not None:
+            initial_state = jax.vmap(kernel.from_gibbs_state, in_axes=(0, None))(initial_state, model.data)
     given = jax.tree.leaves(initial_state)[0].shape[0]
     if given != num_chains:
         raise ValueError(f"initial_state holds {given} chains but num_chains={num_chains}")
@@ -169,6 +172,7 @@ def sample(
 
     draws, _ = sample_chains(key_run, kernel, initial_state, model.data,
                              num_draws=num_draws, num_warmup=num_warmup, thin=thin)
+    draws = GibbsState(*(getattr(draws, field) for field in GibbsState._fields))
     lp = jax.jit(jax.vmap(jax.vmap(lambda s: log_joint(s, model.data, model.priors))))(draws)
 
     loglik = ppc = None

@@ -5,12 +5,18 @@ from __future__ import annotations
 from typing import Callable
 
 from mlgibbs.base import SamplingAlgorithm
+from mlgibbs.samplers.collapsed import collapsed_kernel
 from mlgibbs.samplers.gibbs import Structure, gibbs_kernel, initial_state, structure_of
+from mlgibbs.samplers.px import px_kernel
 
-__all__ = ["SAMPLERS", "gibbs", "gibbs_kernel", "Structure", "initial_state", "structure_of"]
+__all__ = ["SAMPLERS", "gibbs", "gibbs_kernel", "collapsed_kernel", "px_kernel", "Structure", "initial_state", "structure_of"]
 
 #: Kernel factories by name: ``factory(priors, structure) -> SamplingAlgorithm``.
-SAMPLERS: dict[str, Callable[..., SamplingAlgorithm]] = {"gibbs": gibbs_kernel}
+SAMPLERS: dict[str, Callable[..., SamplingAlgorithm]] = {
+    "gibbs": gibbs_kernel,
+    "px": px_kernel,
+    "collapsed": collapsed_kernel,
+}
 
 
 def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
@@ -22,7 +28,9 @@ def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
         A :class:`~mlgibbs.Model`; its priors and block structure configure the kernel, and its
         data pytree ``model.data`` is what ``init`` and ``step`` take.
     sampler
-        Name of the sampler, one of :data:`SAMPLERS` (``"gibbs"``: the five-step sampler).
+        Name of the sampler, one of :data:`SAMPLERS`: ``"gibbs"`` (the five-step sampler of
+        Gelman & Hill), ``"px"`` (parameter-expanded), ``"collapsed"`` (scales from their marginal,
+        locations in one block).
 
     Returns
     -------
