@@ -48,6 +48,7 @@ def to_inference_data(
     sample_stats: Mapping[str, Any] | None = None,
     log_likelihood: Any = None,
     posterior_predictive: Any = None,
+    moments: Mapping[str, tuple[Any, Any]] | None = None,
     attrs: Mapping[str, Any] | None = None,
 ):
     """Build InferenceData from draws shaped ``(chain, draw, ...)``.
@@ -62,35 +63,44 @@ def to_inference_data(
         Per-draw statistics, each ``(chain, draw)``.
     log_likelihood, posterior_predictive
         ``(chain, draw, n)`` arrays, or ``None``.
+    moments
+        ``{name: (mean, sd)}`` per chain for variables not stored per draw (group
+        ``posterior_moments``, variables ``<name>_mean`` and ``<name>_sd``).
     attrs
         Extra attributes stored on every group.
     """
     import mlgibbs
 
-    num_chains, num_draws = np.shape(draws.sigma_y)[:2]
+    stored = [np.asarray(v) for v in draws if v is not None]
+    num_chains, num_draws = stored[0].shape[:2]
     base = {"chain": np.arange(num_chains), "draw": np.arange(num_draws)}
     all_attrs = {"inference_library": "mlgibbs", "inference_library_version": mlgibbs.__version__}
     all_attrs.update({k: (str(v) if not isinstance(v, (int, float, str)) else v)
                       for k, v in (attrs or {}).items()})
 
-    posterior = {}
+    dims = {"alpha": (model.group_name,), "beta": ("predictor",), "gamma": ("group_predictor",),
+            "sigma_y": (), "sigma_alpha": ()}
     coords = dict(base)
-    if draws.alpha is not None:
+    if model.group_name is not None:
         coords[model.group_name] = _labels(model.group_labels)
-        posterior["alpha"] = (("chain", "draw", model.group_name), np.asarray(draws.alpha))
-    if draws.beta is not None:
-        coords["predictor"] = np.asarray(model.predictors)
-        posterior["beta"] = (("chain", "draw", "predictor"), np.asarray(draws.beta))
-    if draws.gamma is not None:
-        coords["group_predictor"] = np.asarray(model.group_predictors)
-        posterior["gamma"] = (("chain", "draw", "group_predictor"), np.asarray(draws.gamma))
-    posterior["sigma_y"] = (("chain", "draw"), np.asarray(draws.sigma_y))
-    if draws.sigma_alpha is not None:
-        posterior["sigma_alpha"] = (("chain", "draw"), np.asarray(draws.sigma_alpha))
+    coords["predictor"] = np.asarray(model.predictors)
+    coords["group_predictor"] = np.asarray(model.group_predictors)
+
+    def used(ds_coords, names):
+        return {k: v for k, v in ds_coords.items() if k in names}
+
+    posterior = {name: (("chain", "draw", *dims[name]), np.asarray(value))
+                 for name, value in draws._asdict().items() if value is not None}
+    posterior_dims = {d for v in posterior.values() for d in v[0]}
+    moment_vars = {}
+    for name, (mean, sd) in (moments or {}).items():
+        moment_vars[f"{name}_mean"] = (("chain", *dims[name]), np.asarray(mean))
+        moment_vars[f"{name}_sd"] = (("chain", *dims[name]), np.asarray(sd))
+    moment_dims = {d for v in moment_vars.values() for d in v[0]}
 
     obs = {"obs_id": np.arange(model.num_obs)}
     groups = {
-        "posterior": xr.Dataset(posterior, coords=coords, attrs=all_attrs),
+        "posterior": xr.Dataset(posterior, coords=used(coords, posterior_dims), attrs=all_attrs),
         "sample_stats": xr.Dataset(
             {k: (("chain", "draw"), np.asarray(v)) for k, v in (sample_stats or {}).items()},
             coords=base, attrs=all_attrs),
@@ -103,6 +113,8 @@ def to_inference_data(
         groups["posterior_predictive"] = xr.Dataset(
             {model.response: (("chain", "draw", "obs_id"), np.asarray(posterior_predictive))},
             coords={**base, **obs}, attrs=all_attrs)
+    if moment_vars:
+        groups["posterior_moments"] = xr.Dataset(moment_vars, coords=used(coords, moment_dims), attrs=all_attrs)
     groups["observed_data"] = xr.Dataset(
         {model.response: (("obs_id",), np.asarray(model.y, dtype=model.dtype))},
         coords=obs, attrs=all_attrs)

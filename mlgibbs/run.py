@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+import warnings
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +14,10 @@ from mlgibbs.base import GibbsState, SamplingAlgorithm
 from mlgibbs.logdensity import log_joint, pointwise_log_likelihood, predict_mean
 from mlgibbs.samplers import gibbs
 
-__all__ = ["sample", "sample_chains", "last_state"]
+__all__ = ["sample", "sample_chains", "chain_runner", "last_state", "MAX_LOG_LIKELIHOOD_VALUES"]
+
+#: Largest pointwise log-likelihood (``n x chains x draws`` values) that :func:`sample` adds by default.
+MAX_LOG_LIKELIHOOD_VALUES = 50_000_000
 
 
 def sample_chains(
@@ -25,7 +29,9 @@ def sample_chains(
     num_draws: int,
     num_warmup: int = 0,
     thin: int = 1,
-) -> tuple[Any, Any]:
+    record: Callable[[Any], Any] | None = None,
+    moments: Callable[[Any], Any] | None = None,
+) -> tuple[Any, ...]:
     """Run one chain per leading entry of ``initial_states``, vectorised with ``vmap``.
 
     Each chain runs ``num_warmup`` sweeps that are discarded, then ``num_draws * thin`` sweeps of
@@ -45,23 +51,49 @@ def sample_chains(
         The data pytree (shared by the chains).
     num_draws, num_warmup, thin
         Draws kept per chain, discarded sweeps, sweeps per kept draw.
+    record
+        ``record(state) -> pytree`` stored at every kept draw (default: the whole state). Keeping
+        only what is needed bounds memory, e.g. ``J = 1e5`` groups with ``1e4`` draws.
+    moments
+        ``moments(state) -> pytree`` whose running mean and variance over the kept draws are
+        accumulated in the scan carry (Welford's algorithm) instead of being stored per draw.
 
     Returns
     -------
-    draws, last_state
+    draws, last_state[, (mean, variance)]
         ``draws`` with leaves shaped ``(num_chains, num_draws, ...)``; ``last_state`` with a leading
-        chain axis, ready to continue from.
+        chain axis, ready to continue from; with ``moments``, also the per-chain running mean and
+        variance (``ddof=0``) of ``moments(state)``.
     """
     num_chains = jax.tree.leaves(initial_states)[0].shape[0]
     keys = jax.random.split(rng_key, num_chains)
-    run = jax.jit(
-        jax.vmap(functools.partial(_run_one_chain, kernel.step, num_draws=num_draws,
-                                   num_warmup=num_warmup, thin=thin), in_axes=(0, 0, None))
-    )
+    run = chain_runner(kernel, num_draws=num_draws, num_warmup=num_warmup, thin=thin,
+                       record=record, moments=moments)
     return run(keys, initial_states, data)
 
 
-def _run_one_chain(step, rng_key, state, data, *, num_draws, num_warmup, thin):
+def chain_runner(
+    kernel: SamplingAlgorithm,
+    *,
+    num_draws: int,
+    num_warmup: int = 0,
+    thin: int = 1,
+    record: Callable[[Any], Any] | None = None,
+    moments: Callable[[Any], Any] | None = None,
+):
+    """The jitted, chain-vectorised function behind :func:`sample_chains`.
+
+    ``run(chain_keys, initial_states, data)``, one key per chain, returning what
+    :func:`sample_chains` returns. Exposed so that callers can compile ahead of time
+    (``run.lower(...).compile()``), as the benchmarks do to report compilation apart from sampling.
+    """
+    one_chain = functools.partial(_run_one_chain, kernel.step, num_draws=num_draws,
+                                  num_warmup=num_warmup, thin=thin,
+                                  record=record or (lambda s: s), moments=moments)
+    return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+
+
+def _run_one_chain(step, rng_key, state, data, *, num_draws, num_warmup, thin, record, moments):
     key_warmup, key_draws = jax.random.split(rng_key)
 
     def one_sweep(state, key):
@@ -70,16 +102,27 @@ def _run_one_chain(step, rng_key, state, data, *, num_draws, num_warmup, thin):
     if num_warmup > 0:
         state, _ = jax.lax.scan(one_sweep, state, jax.random.split(key_warmup, num_warmup))
 
-    def one_draw(state, key):
+    def one_draw(carry, key):
+        state, count, mean, m2 = carry
         state, _ = jax.lax.scan(one_sweep, state, jax.random.split(key, thin))
-        return state, state
+        if moments is not None:  # Welford's running mean and sum of squared deviations
+            count = count + 1
+            x = moments(state)
+            delta = jax.tree.map(lambda a, m: a - m, x, mean)
+            mean = jax.tree.map(lambda m, d: m + d / count, mean, delta)
+            m2 = jax.tree.map(lambda s, d, a, m: s + d * (a - m), m2, delta, x, mean)
+        return (state, count, mean, m2), record(state)
 
-    return _swap(jax.lax.scan(one_draw, state, jax.random.split(key_draws, num_draws)))
-
-
-def _swap(pair):
-    last, draws = pair
-    return draws, last
+    if moments is None:
+        zeros = None
+    else:
+        zeros = jax.tree.map(jnp.zeros_like, moments(state))
+    count = jnp.zeros((), jax.tree.leaves(state)[0].dtype)
+    (last, count, mean, m2), draws = jax.lax.scan(
+        one_draw, (state, count, zeros, zeros), jax.random.split(key_draws, num_draws))
+    if moments is None:
+        return draws, last
+    return draws, last, (mean, jax.tree.map(lambda s: s / count, m2))
 
 
 def last_state(idata, model=None) -> GibbsState:
@@ -110,7 +153,8 @@ def sample(
     thin: int = 1,
     sampler: str = "gibbs",
     initial_state: Any = None,
-    log_likelihood: bool = True,
+    var_names: Sequence[str] | None = None,
+    log_likelihood: bool | None = None,
     posterior_predictive: bool = False,
 ):
     """Draw from the posterior of ``model`` and return ArviZ InferenceData.
@@ -131,16 +175,26 @@ def sample(
     initial_state
         ``None`` (over-dispersed starts from ``kernel.init``), a state with a leading chain axis, or an
         InferenceData returned earlier, to continue its chains (pass ``num_warmup=0``).
+    var_names
+        Variables stored at every draw (default: all of ``alpha``, ``beta``, ``gamma``, ``sigma_y``,
+        ``sigma_alpha`` that the model has). For the others only the per-chain posterior mean and
+        standard deviation are kept (running moments in the scan), in the group
+        ``posterior_moments`` as ``<name>_mean`` and ``<name>_sd``: with ``J = 1e5`` groups and
+        ``1e4`` draws, ``var_names=["beta", "gamma", "sigma_y", "sigma_alpha"]`` keeps memory small.
     log_likelihood
         Add the pointwise ``log_likelihood`` group (``chain x draw x n`` values) for ``az.loo``.
+        Default ``None``: added when every variable is stored and it holds at most
+        :data:`MAX_LOG_LIKELIHOOD_VALUES` values, with a warning when it is left out for size.
     posterior_predictive
-        Add replicated data ``y_rep ~ N(alpha_j[i] + X_i beta, sigma_y^2)``.
+        Add replicated data ``y_rep ~ N(alpha_j[i] + X_i beta, sigma_y^2)`` (needs every variable
+        stored).
 
     Returns
     -------
     InferenceData (ArviZ 0.x) or DataTree (ArviZ 1.x)
-        Groups ``posterior``, ``sample_stats`` (``lp``: log joint density), ``observed_data``,
-        ``log_likelihood``, and ``posterior_predictive`` on request.
+        Groups ``posterior``, ``sample_stats`` (``lp``: log joint density, when every variable is
+        stored), ``observed_data``, ``log_likelihood``, and ``posterior_predictive`` and
+        ``posterior_moments`` when asked for.
 
     Examples
     --------
@@ -170,10 +224,37 @@ def sample(
         raise ValueError(f"initial_state holds {given} chains but num_chains={num_chains}")
     initial_state = jax.tree.map(lambda a: jnp.asarray(a, model.dtype), initial_state)
 
-    draws, _ = sample_chains(key_run, kernel, initial_state, model.data,
-                             num_draws=num_draws, num_warmup=num_warmup, thin=thin)
-    draws = GibbsState(*(getattr(draws, field) for field in GibbsState._fields))
-    lp = jax.jit(jax.vmap(jax.vmap(lambda s: log_joint(s, model.data, model.priors))))(draws)
+    present = [f for f in GibbsState._fields if getattr(initial_state, f, None) is not None]
+    kept = present if var_names is None else list(var_names)
+    unknown = [v for v in kept if v not in present]
+    if unknown:
+        raise ValueError(f"var_names has {unknown}, not variables of this model; expected some of {present}")
+    dropped = [v for v in present if v not in kept]
+    complete = not dropped
+    n_values = model.num_obs * num_chains * num_draws
+    if log_likelihood is None:
+        log_likelihood = complete and n_values <= MAX_LOG_LIKELIHOOD_VALUES
+        if complete and not log_likelihood:
+            warnings.warn(f"log_likelihood left out: it would hold {n_values:,} values (n x chains x draws) "
+                          f"> {MAX_LOG_LIKELIHOOD_VALUES:,}; pass log_likelihood=True to force it", stacklevel=2)
+    if (log_likelihood or posterior_predictive) and not complete:
+        raise ValueError(f"log_likelihood and posterior_predictive need every variable stored; "
+                         f"var_names leaves out {dropped}")
+
+    result = sample_chains(
+        key_run, kernel, initial_state, model.data, num_draws=num_draws, num_warmup=num_warmup, thin=thin,
+        record=lambda s: {f: getattr(s, f) for f in kept},
+        moments=(lambda s: {f: getattr(s, f) for f in dropped}) if dropped else None,
+    )
+    draws = GibbsState(**{f: result[0].get(f) for f in GibbsState._fields})
+    moments = None
+    if dropped:
+        mean, var = result[2]
+        moments = {f: (mean[f], jnp.sqrt(var[f])) for f in dropped}
+
+    sample_stats = {}
+    if complete:
+        sample_stats["lp"] = jax.jit(jax.vmap(jax.vmap(lambda s: log_joint(s, model.data, model.priors))))(draws)
 
     loglik = ppc = None
     if log_likelihood or posterior_predictive:
@@ -192,6 +273,7 @@ def sample(
             ppc = jax.jit(jax.vmap(jax.vmap(replicate)))(keys, draws)
 
     return to_inference_data(
-        model, draws, sample_stats={"lp": lp}, log_likelihood=loglik, posterior_predictive=ppc,
+        model, draws, sample_stats=sample_stats, log_likelihood=loglik, posterior_predictive=ppc,
+        moments=moments,
         attrs={"sampler": sampler, "num_warmup": num_warmup, "thin": thin},
     )

@@ -1,0 +1,245 @@
+"""Benchmarks: effective samples per second of every mlgibbs sampler and NumPyro NUTS, in one process.
+
+Run from the repository root (after installing the package with its ``test`` extra)::
+
+    python benchmarks/run.py                 # full: radon + synthetic n = 1e3..1e6 + many chains
+    python benchmarks/run.py --quick         # a smaller smoke version (n <= 1e4)
+
+Writes ``benchmarks/results.json`` and ``benchmarks/ess_per_second.png`` (log-log ESS/s against n)
+and prints a Markdown table (the one in the README).
+
+For each run: wall time with warmup, with the compilation reported apart (ahead-of-time
+``jit(...).lower(...).compile()`` for mlgibbs; a short run of the same configuration for NUTS), the
+minimum over all parameters (every ``alpha_j`` included) of the bulk and of the tail ESS, the
+minimum ESS per second of sampling (compilation excluded), its ratio to NUTS in the same run, the
+maximum R-hat, and the time per sweep (per iteration for NUTS) of the whole batch of chains.
+
+Models: (a) radon Minnesota, ``log_radon ~ floor + log_uranium + (1 | county)``; (b) synthetic
+varying-intercept data, ``y = gamma_0 + gamma_1 u_j + sigma_alpha eta_j + beta x_i + sigma_y e_i``
+with ``J = n / 100`` groups. Priors for every sampler, NUTS included (non-centred): Normal(0, 10) on
+the coefficients, HalfNormal(1) on both scales.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+import arviz as az  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import mlgibbs as mg  # noqa: E402
+from mlgibbs.priors import HalfNormal, Normal  # noqa: E402
+from mlgibbs.run import chain_runner  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+PRIORS = {"beta": Normal(0.0, 10.0), "gamma": Normal(0.0, 10.0),
+          "sigma_y": HalfNormal(1.0), "sigma_alpha": HalfNormal(1.0)}
+
+
+def synthetic(n: int, seed: int = 0, sigma_alpha: float = 0.3, sigma_y: float = 1.0):
+    """Varying-intercept data with ``J = n / 100`` groups (as a :class:`mlgibbs.Model`)."""
+    rng = np.random.default_rng(seed)
+    J = max(n // 100, 2)
+    group = np.arange(n) % J
+    u = rng.normal(size=J)
+    alpha = 1.0 + 0.5 * u + sigma_alpha * rng.normal(size=J)
+    x = rng.normal(size=n)
+    y = alpha[group] + 0.7 * x + sigma_y * rng.normal(size=n)
+    return mg.Model.from_arrays(y, x[:, None], group, u[:, None], priors=PRIORS,
+                                predictors=["x"], group_predictors=["u"])
+
+
+def diagnostics(draws: dict) -> dict:
+    """Min bulk/tail ESS and max R-hat over every scalar of ``draws`` (arrays ``(chain, draw, ...)``)."""
+    ds = az.convert_to_dataset({k: np.asarray(v, dtype=np.float64) for k, v in draws.items()})
+    bulk = az.ess(ds, method="bulk")
+    tail = az.ess(ds, method="tail")
+    rhat = az.rhat(ds)
+    low = lambda d: min(float(d[v].min()) for v in d.data_vars)  # noqa: E731
+    high = lambda d: max(float(d[v].max()) for v in d.data_vars)  # noqa: E731
+    return {"min_ess_bulk": low(bulk), "min_ess_tail": low(tail), "max_rhat": high(rhat)}
+
+
+def run_gibbs(model, sampler: str, *, num_chains: int, num_warmup: int, num_draws: int, seed: int = 0) -> dict:
+    kernel = mg.gibbs(model, sampler)
+    key_init, key_run = jax.random.split(jax.random.key(seed))
+    init = jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), model.data)
+    keys = jax.random.split(key_run, num_chains)
+    run = chain_runner(kernel, num_draws=num_draws, num_warmup=num_warmup)
+    t0 = time.perf_counter()
+    compiled = run.lower(keys, init, model.data).compile()
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    draws, _ = compiled(keys, init, model.data)
+    jax.block_until_ready(draws)
+    sample_s = time.perf_counter() - t0
+    fields = {k: v for k, v in zip(mg.GibbsState._fields, (getattr(draws, f) for f in mg.GibbsState._fields))
+              if v is not None}
+    out = {"sampler": sampler, "num_chains": num_chains, "num_warmup": num_warmup, "num_draws": num_draws,
+           "compile_s": compile_s, "sample_s": sample_s, "wall_s": compile_s + sample_s,
+           "sweep_ms": 1e3 * sample_s / (num_warmup + num_draws)}
+    out.update(diagnostics(fields))
+    return out
+
+
+def run_nuts(model, *, num_chains: int, num_warmup: int, num_draws: int, seed: int = 0) -> dict:
+    from mlgibbs.numpyro import run_nuts as nuts
+
+    key = jax.random.key(seed)
+    t0 = time.perf_counter()
+    nuts(key, model, num_chains=num_chains, num_warmup=5, num_samples=5)  # compile (approximately)
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    mcmc = nuts(key, model, num_chains=num_chains, num_warmup=num_warmup, num_samples=num_draws)
+    samples = mcmc.get_samples(group_by_chain=True)
+    jax.block_until_ready(samples)
+    total_s = time.perf_counter() - t0
+    sample_s = max(total_s - compile_s, 1e-9)
+    keep = {k: samples[k] for k in ("alpha", "beta", "gamma", "sigma_y", "sigma_alpha") if k in samples}
+    out = {"sampler": "nuts", "num_chains": num_chains, "num_warmup": num_warmup, "num_draws": num_draws,
+           "compile_s": compile_s, "sample_s": sample_s, "wall_s": total_s,
+           "sweep_ms": 1e3 * sample_s / (num_warmup + num_draws)}
+    steps = mcmc.get_extra_fields().get("num_steps")
+    if steps is not None:
+        out["mean_leapfrog_steps"] = float(np.mean(np.asarray(steps)))
+    out.update(diagnostics(keep))
+    return out
+
+
+def add_rates(rows: list[dict]) -> None:
+    nuts = next((r for r in rows if r["sampler"] == "nuts"), None)
+    for r in rows:
+        ess = min(r["min_ess_bulk"], r["min_ess_tail"])
+        r["min_ess_per_s"] = ess / r["sample_s"]
+        r["min_ess_per_s_with_compile"] = ess / r["wall_s"]
+        if nuts is not None:
+            r["ratio_to_nuts"] = r["min_ess_per_s"] / nuts["min_ess_per_s"]
+
+
+def bench_problem(name: str, model, samplers, *, num_chains, num_warmup, num_draws, nuts_draws, log) -> list[dict]:
+    rows = []
+    for sampler in samplers:
+        r = run_gibbs(model, sampler, num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws)
+        log(f"  {name:>12} {sampler:>9}: min ESS {min(r['min_ess_bulk'], r['min_ess_tail']):8.0f}  "
+            f"sample {r['sample_s']:7.2f}s  compile {r['compile_s']:6.2f}s  R-hat {r['max_rhat']:.3f}")
+        rows.append(r)
+    if nuts_draws:
+        r = run_nuts(model, num_chains=num_chains, num_warmup=nuts_draws, num_draws=nuts_draws)
+        log(f"  {name:>12}      nuts: min ESS {min(r['min_ess_bulk'], r['min_ess_tail']):8.0f}  "
+            f"sample {r['sample_s']:7.2f}s  compile {r['compile_s']:6.2f}s  R-hat {r['max_rhat']:.3f}")
+        rows.append(r)
+    add_rates(rows)
+    for r in rows:
+        r.update({"problem": name, "n": model.num_obs, "J": model.num_groups})
+    return rows
+
+
+def bench_many_chains(model, sampler: str, chain_counts, *, num_draws: int, log) -> list[dict]:
+    rows = []
+    for c in chain_counts:
+        r = run_gibbs(model, sampler, num_chains=c, num_warmup=0, num_draws=num_draws)
+        r["us_per_chain_sweep"] = 1e6 * r["sample_s"] / (c * num_draws)
+        log(f"  chains {c:>6}: {r['us_per_chain_sweep']:8.2f} us per chain-sweep ({r['sample_s']:.2f}s)")
+        rows.append({k: r[k] for k in ("sampler", "num_chains", "num_draws", "sample_s", "compile_s",
+                                       "us_per_chain_sweep")})
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("| problem | n | J | sampler | min bulk ESS | min tail ESS | max R-hat | sample s | compile s "
+            "| ms / sweep | min ESS/s | x NUTS |")
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        lines.append(
+            f"| {r['problem']} | {r['n']:,} | {r['J']:,} | {r['sampler']} | {r['min_ess_bulk']:.0f} | "
+            f"{r['min_ess_tail']:.0f} | {r['max_rhat']:.3f} | {r['sample_s']:.2f} | {r['compile_s']:.1f} | "
+            f"{r['sweep_ms']:.3f} | {r['min_ess_per_s']:.1f} | {r.get('ratio_to_nuts', float('nan')):.1f} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    synth = [r for r in rows if r["problem"] == "synthetic"]
+    for sampler in sorted({r["sampler"] for r in synth}):
+        pts = sorted((r["n"], r["min_ess_per_s"]) for r in synth if r["sampler"] == sampler)
+        ax.loglog(*zip(*pts), marker="o", label=sampler)
+    ax.set_xlabel("observations n (J = n / 100 groups)")
+    ax.set_ylabel("min ESS per second (all parameters)")
+    ax.set_title("Synthetic varying-intercept model, 4 chains, CPU (2 cores)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="n <= 1e4 and fewer draws (a smoke run)")
+    parser.add_argument("--out", type=Path, default=HERE, help="folder for results.json and the plot")
+    parser.add_argument("--samplers", nargs="*", default=sorted(mg.SAMPLERS))
+    args = parser.parse_args(argv)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    num_chains, num_warmup, num_draws = 4, 500, 1000
+    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000, 1_000_000]
+    rows = []
+    started = time.perf_counter()
+
+    log("radon Minnesota")
+    radon = mg.Model.from_formula("log_radon ~ floor + log_uranium + (1 | county)",
+                                  mg.datasets.load_radon(), priors=PRIORS)
+    rows += bench_problem("radon", radon, args.samplers, num_chains=num_chains, num_warmup=num_warmup,
+                          num_draws=num_draws, nuts_draws=500 if args.quick else 1000, log=log)
+    for n in sizes:
+        log(f"synthetic n={n:,}")
+        t0 = time.perf_counter()
+        model = synthetic(n)
+        build_s = time.perf_counter() - t0
+        nuts_draws = 1000 if n <= 10_000 else 500
+        part = bench_problem("synthetic", model, args.samplers, num_chains=num_chains, num_warmup=num_warmup,
+                             num_draws=num_draws, nuts_draws=nuts_draws, log=log)
+        for r in part:
+            r["model_build_s"] = build_s
+        rows += part
+
+    log("many chains, radon, collapsed/gibbs sweeps")
+    chain_counts = [1, 10, 100, 1000] if not args.quick else [1, 100]
+    many = {s: bench_many_chains(radon, s, chain_counts, num_draws=200, log=log) for s in args.samplers}
+
+    result = {
+        "command": "python benchmarks/run.py" + (" --quick" if args.quick else ""),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
+                    "python": sys.version.split()[0]},
+        "dtype": str(jnp.zeros(()).dtype),
+        "priors": {k: repr(v) for k, v in PRIORS.items()},
+        "runs": rows,
+        "many_chains": many,
+        "total_s": time.perf_counter() - started,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(result, indent=2))
+    plot(rows, args.out / "ess_per_second.png")
+    log(markdown_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
