@@ -87,10 +87,31 @@ def chain_runner(
     :func:`sample_chains` returns. Exposed so that callers can compile ahead of time
     (``run.lower(...).compile()``), as the benchmarks do to report compilation apart from sampling.
     """
+    return _chain_runner(kernel, num_draws, num_warmup, thin, record, moments)
+
+
+@functools.lru_cache(maxsize=64)
+def _chain_runner(kernel, num_draws, num_warmup, thin, record, moments):
     one_chain = functools.partial(_run_one_chain, kernel.step, num_draws=num_draws,
                                   num_warmup=num_warmup, thin=thin,
-                                  record=record or (lambda s: s), moments=moments)
+                                  record=record or _identity, moments=moments)
     return jax.jit(jax.vmap(one_chain, in_axes=(0, 0, None)))
+
+
+def _identity(state):
+    return state
+
+
+@functools.lru_cache(maxsize=64)
+def _select(names: tuple[str, ...]):
+    """A (cached, hence hashable-stable) function picking fields of a state into a dict."""
+    if not names:
+        return None
+
+    def select(state):
+        return {name: getattr(state, name) for name in names}
+
+    return select
 
 
 def _run_one_chain(step, rng_key, state, data, *, num_draws, num_warmup, thin, record, moments):
@@ -213,7 +234,8 @@ def sample(
     key_init, key_run, key_ppc = jax.random.split(rng_key, 3)
     if initial_state is None:
         init_keys = jax.random.split(key_init, num_chains)
-        initial_state = jax.vmap(kernel.init, in_axes=(0, None))(init_keys, model.data)
+        batched_init = model.cached(("init", sampler), lambda: jax.jit(jax.vmap(kernel.init, in_axes=(0, None))))
+        initial_state = batched_init(init_keys, model.data)
     else:
         if hasattr(initial_state, "posterior"):
             initial_state = last_state(initial_state, model)
@@ -243,8 +265,7 @@ def sample(
 
     result = sample_chains(
         key_run, kernel, initial_state, model.data, num_draws=num_draws, num_warmup=num_warmup, thin=thin,
-        record=lambda s: {f: getattr(s, f) for f in kept},
-        moments=(lambda s: {f: getattr(s, f) for f in dropped}) if dropped else None,
+        record=_select(tuple(kept)), moments=_select(tuple(dropped)),
     )
     draws = GibbsState(**{f: result[0].get(f) for f in GibbsState._fields})
     moments = None
@@ -254,7 +275,7 @@ def sample(
 
     sample_stats = {}
     if complete:
-        sample_stats["lp"] = jax.jit(jax.vmap(jax.vmap(lambda s: log_joint(s, model.data, model.priors))))(draws)
+        sample_stats["lp"] = _batched_log_joint(model)(draws, model.data)
 
     loglik = ppc = None
     if log_likelihood or posterior_predictive:
@@ -262,18 +283,36 @@ def sample(
         X = jnp.asarray(model.X, model.dtype)
         group = None if model.group_index is None else jnp.asarray(model.group_index)
         if log_likelihood:
-            loglik = jax.lax.map(
-                jax.vmap(lambda s: pointwise_log_likelihood(s, y, X, group)), draws)
+            loglik = _batched_log_likelihood(draws, y, X, group)
         if posterior_predictive:
-            def replicate(key, s):
-                noise = jax.random.normal(key, y.shape, y.dtype)
-                return predict_mean(s, X, group) + s.sigma_y * noise
-
             keys = jax.random.split(key_ppc, (num_chains, num_draws))
-            ppc = jax.jit(jax.vmap(jax.vmap(replicate)))(keys, draws)
+            ppc = _batched_replicate(keys, draws, X, group)
 
     return to_inference_data(
         model, draws, sample_stats=sample_stats, log_likelihood=loglik, posterior_predictive=ppc,
         moments=moments,
         attrs={"sampler": sampler, "num_warmup": num_warmup, "thin": thin},
     )
+
+
+def _batched_log_joint(model):
+    priors = model.priors
+    return model.cached("log_joint", lambda: jax.jit(
+        jax.vmap(jax.vmap(lambda s, data: log_joint(s, data, priors), in_axes=(0, None)), in_axes=(0, None))))
+
+
+@jax.jit
+def _batched_log_likelihood(draws, y, X, group):
+    """Pointwise log likelihood ``(chain, draw, n)``; chains one at a time to bound memory."""
+    return jax.lax.map(jax.vmap(lambda s: pointwise_log_likelihood(s, y, X, group)), draws)
+
+
+@jax.jit
+def _batched_replicate(keys, draws, X, group):
+    """Posterior predictive ``y_rep ~ N(alpha_j[i] + X_i beta, sigma_y^2)``, ``(chain, draw, n)``."""
+
+    def replicate(key, s):
+        mean = predict_mean(s, X, group)
+        return mean + s.sigma_y * jax.random.normal(key, mean.shape, mean.dtype)
+
+    return jax.vmap(jax.vmap(replicate))(keys, draws)

@@ -122,6 +122,14 @@ class Model:
     group_predictors: tuple[str, ...]
     formula: str | None = None
     dtype: np.dtype = dataclasses.field(default_factory=lambda: np.dtype(np.float32))
+    _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def cached(self, key, build):
+        """``build()`` once per ``key`` for this model (kernels and jitted functions are reused, so a
+        second :func:`~mlgibbs.sample` call on the same model does not compile again)."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
 
     @property
     def num_obs(self) -> int:

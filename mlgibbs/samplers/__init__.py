@@ -35,9 +35,11 @@ def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
     Returns
     -------
     SamplingAlgorithm
+        The same object for repeated calls with the same model and name, so compiled programs
+        built on it are reused.
     """
     try:
         factory = SAMPLERS[sampler]
     except KeyError:
         raise ValueError(f"unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}") from None
-    return factory(model.priors, structure_of(model.data))
+    return model.cached(("kernel", sampler), lambda: factory(model.priors, structure_of(model.data)))

@@ -1,0 +1,57 @@
+"""Tests of the example notebook ``notebooks/radon.ipynb``.
+
+What is tested
+--------------
+* The notebook runs from top to bottom in a fresh ``python3`` kernel (nbclient, 300 s per cell)
+  without an error, in a temporary working directory, with the repository on ``PYTHONPATH`` so the
+  kernel imports this checkout of :mod:`mlgibbs`. It produces its figures (``image/png`` outputs).
+* The notebook stored in the repository was saved *with* its outputs (readers see the plots
+  without running it) and stays small (< 2 MB).
+
+No statistical tolerances are involved: the numbers in the notebook are checked by the tests of
+the job it shares its code with (``tests/test_main_job.py``). The test is skipped only when the
+test dependencies nbclient, nbformat or ipykernel cannot be imported.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+nbclient = pytest.importorskip("nbclient", reason="nbclient (a test dependency) is not installed")
+nbformat = pytest.importorskip("nbformat", reason="nbformat (a test dependency) is not installed")
+pytest.importorskip("ipykernel", reason="ipykernel (a test dependency) is not installed")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO_ROOT / "notebooks" / "radon.ipynb"
+
+
+def _outputs(nb, kind):
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+            if out.output_type == kind]
+
+
+def test_saved_notebook_has_outputs_and_is_small():
+    assert NOTEBOOK.stat().st_size < 2 * 1024**2
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code and all(cell.execution_count is not None for cell in code), "saved unexecuted"
+    assert not _outputs(nb, "error")
+    images = [out for out in _outputs(nb, "execute_result") + _outputs(nb, "display_data")
+              if "image/png" in out.get("data", {})]
+    assert len(images) >= 4  # two trace/rank plots, the shrinkage figure, the uranium figure
+
+
+def test_notebook_executes_without_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()  # raises CellExecutionError on the first failing cell
+    assert not _outputs(nb, "error")
+    images = [out for out in _outputs(nb, "execute_result") + _outputs(nb, "display_data")
+              if "image/png" in out.get("data", {})]
+    assert len(images) >= 4
