@@ -37,7 +37,9 @@ def sample_chains(
     Each chain runs ``num_warmup`` sweeps that are discarded, then ``num_draws * thin`` sweeps of
     which every ``thin``-th is kept, the last kept draw being the final state. Chain ``c`` uses the
     key ``jax.random.split(rng_key, num_chains)[c]`` whatever the number of chains, so a chain run
-    alone reproduces the same chain run in a batch.
+    alone reproduces the same chain run in a batch. Within a chain the key is split into a warmup key
+    and a draws key; the warmup key into one key per warmup sweep, the draws key into one key per
+    kept draw, and each of those into ``thin`` sweep keys.
 
     Parameters
     ----------
@@ -154,6 +156,16 @@ def last_state(idata, model=None) -> GibbsState:
     """
     posterior = idata.posterior
     dtype = model.dtype if model is not None else None
+    if model is not None:
+        from mlgibbs.samplers import structure_of
+
+        s = structure_of(model.data)
+        needed = ["sigma_y"] + ["alpha", "sigma_alpha"] * s.has_groups + ["beta"] * s.has_beta \
+            + ["gamma"] * s.has_gamma
+        missing = [name for name in needed if name not in posterior]
+        if missing:
+            raise ValueError(f"cannot continue from these draws: the posterior lacks {missing} "
+                             "(sampled with var_names?); continue from a run that stores every variable")
 
     def get(name):
         if name not in posterior:
@@ -228,7 +240,7 @@ def sample(
 
     for name, value, low in (("num_chains", num_chains, 1), ("num_draws", num_draws, 1),
                              ("num_warmup", num_warmup, 0), ("thin", thin, 1)):
-        if not isinstance(value, (int, np.integer)) or value < low:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     kernel = gibbs(model, sampler)
     key_init, key_run, key_ppc = jax.random.split(rng_key, 3)

@@ -120,4 +120,11 @@ def fixed_design(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, str, np.nd
         raise ValueError(f"the response of {fixed!r} must be one numeric column, got {list(lhs.columns)}")
     y = np.asarray(lhs, dtype=float)[:, 0]
     X = np.asarray(mm.rhs, dtype=float)
-    return y, str(lhs.columns[0]), X, [str(c) for c in mm.rhs.columns]
+    names = [str(c) for c in mm.rhs.columns]
+    for name, values in [(str(lhs.columns[0]), y[:, None]), *((n, X[:, [k]]) for k, n in enumerate(names))]:
+        bad = ~np.isfinite(values[:, 0])
+        if bad.any():
+            rows = ", ".join(map(str, np.flatnonzero(bad)[:5]))
+            raise ValueError(f"{name!r} has {int(bad.sum())} non-finite value(s) after evaluating the "
+                             f"formula (rows {rows}); nothing is dropped silently")
+    return y, str(lhs.columns[0]), X, names

@@ -275,6 +275,9 @@ class Model:
     def _build(cls, y, X, x_names, codes, labels, U, u_names, priors, dtype, *,
                response, group_name, formula) -> "Model":
         dtype = _resolve_dtype(dtype)
+        if group_name in ("chain", "draw", "predictor", "group_predictor", "obs_id"):
+            raise ValueError(f"the grouping factor is called {group_name!r}, which is a dimension name of "
+                             "the ArviZ output; rename the column (or pass another group_name)")
         n = y.shape[0]
         if n < 2:
             raise ValueError(f"{response!r} has {n} observation(s); at least 2 are needed")

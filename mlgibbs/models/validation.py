@@ -82,7 +82,8 @@ def encode_groups(
         first = sorted({str(v) for v in values[unknown]})[:5]
         raise ValueError(
             f"grouping factor {name!r} has label(s) not among its {len(labels)} known groups: "
-            f"{', '.join(first)} (rows {_rows(unknown)})"
+            f"{', '.join(first)} (rows {_rows(unknown)}); the known groups are the rows of U "
+            "(its index, or 0..J-1), or pass group_labels="
         )
     counts = np.bincount(codes, minlength=len(labels))
     empty = counts == 0
