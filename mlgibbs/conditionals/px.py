@@ -10,17 +10,22 @@ The group intercepts are written with a redundant multiplier ``xi``:
 so that ``y_i ~ N(X_i beta + U_j gamma + xi eta_j, sigma_y^2)``. The prior on ``sigma_alpha`` is
 carried by priors on ``(xi, sigma_eta)`` that imply it (Gelman 2006):
 
-==========================  ==========================  ==============================
-prior on ``sigma_alpha``    ``xi``                      ``sigma_eta``
-==========================  ==========================  ==============================
-Uniform (G&H default)       flat                        uniform
-HalfNormal(s)               ``N(0, s^2)``               fixed at 1
-HalfStudentT(nu, s)         ``N(0, s^2)``               ``sigma_eta^2 ~ InvGamma(nu/2, nu/2)``
-HalfCauchy(s)               ``N(0, s^2)``               ``sigma_eta^2 ~ InvGamma(1/2, 1/2)``
-==========================  ==========================  ==============================
+==========================  ==============================  ======================================
+prior on ``sigma_alpha``    ``xi``                          ``sigma_eta``
+==========================  ==============================  ======================================
+Uniform (G&H default)       flat                            uniform
+HalfNormal(s)               ``N(0, s^2 / sigma_eta^2)``     ``sigma_eta ~ Cauchy+(0, 1)``
+HalfStudentT(nu, s)         ``N(0, s^2)``                   ``sigma_eta^2 ~ InvGamma(nu/2, nu/2)``
+HalfCauchy(s)               ``N(0, s^2)``                   ``sigma_eta^2 ~ InvGamma(1/2, 1/2)``
+==========================  ==============================  ======================================
 
-(``|xi| sigma_eta`` is then uniform, half-normal, half-t; an inverse-gamma prior on ``sigma_alpha^2``
-has no such representation: use the ``"collapsed"`` or ``"gibbs"`` sampler.)
+``|xi| sigma_eta`` is then uniform, half-normal (given ``sigma_eta``, ``|xi| sigma_eta ~ N+(0, s)``
+whatever ``sigma_eta`` is, so its own prior only needs to be proper and broad), half-t. Under the
+half-normal prior ``sigma_eta``'s conditional, ``p(sigma_eta) sigma_eta exp(-xi^2 sigma_eta^2 / 2 s^2)``
+times the likelihood of ``eta``, is not conjugate: it is drawn by a slice step. (Fixing
+``sigma_eta = 1`` would be exact too, but it removes the redundancy: the sampler would be the
+non-centred parametrisation, which mixes badly when the data pin down the group effects.) An
+inverse-gamma prior on ``sigma_alpha^2`` has no such representation: use ``"collapsed"`` or ``"gibbs"``.
 """
 
 from __future__ import annotations
@@ -72,10 +77,30 @@ class PXState(NamedTuple):
 
 
 class WorkingPrior(NamedTuple):
-    """Priors on ``xi`` (``xi_scale``: ``inf`` for flat) and ``sigma_eta`` implied by a ``sigma_alpha`` prior."""
+    """Priors on ``(xi, sigma_eta)`` implied by a prior on ``sigma_alpha``.
+
+    ``xi ~ N(0, xi_scale^2)`` (``inf``: flat), or ``N(0, xi_scale^2 / sigma_eta^2)`` when
+    ``xi_given_sigma_eta``; ``sigma_eta`` has the scale prior ``sigma_eta``.
+    """
 
     xi_scale: float
-    sigma_eta: object  # a scale prior, or None when sigma_eta is fixed at 1
+    sigma_eta: object
+    xi_given_sigma_eta: bool = False
+
+
+class _SigmaEtaGivenXi(NamedTuple):
+    """Conditional prior factor of ``sigma_eta`` when ``xi | sigma_eta ~ N(0, s^2 / sigma_eta^2)``.
+
+    ``log p(sigma_eta) + log sigma_eta - xi^2 sigma_eta^2 / (2 s^2)`` (the second and third terms are
+    the density of ``xi`` as a function of ``sigma_eta``).
+    """
+
+    base: object
+    xi: jax.Array
+    xi_scale: float
+
+    def log_prob(self, sigma):
+        return self.base.log_prob(sigma) + jnp.log(sigma) - 0.5 * (self.xi * sigma / self.xi_scale) ** 2
 
 
 def px_working_prior(prior) -> WorkingPrior:
@@ -83,7 +108,7 @@ def px_working_prior(prior) -> WorkingPrior:
     if isinstance(prior, Uniform):
         return WorkingPrior(float("inf"), Uniform())
     if isinstance(prior, HalfNormal):
-        return WorkingPrior(float(prior.scale), None)
+        return WorkingPrior(float(prior.scale), HalfCauchy(1.0), xi_given_sigma_eta=True)
     if isinstance(prior, HalfCauchy):
         prior = prior.as_student_t()
     if isinstance(prior, HalfStudentT):
@@ -152,7 +177,8 @@ def update_beta_gamma(rng_key: jax.Array, state: PXState, data: LinearData, prio
     return state._replace(beta=beta, gamma=gamma)
 
 
-def update_xi(rng_key: jax.Array, state: PXState, data: LinearData, xi_scale: float) -> PXState:
+def update_xi(rng_key: jax.Array, state: PXState, data: LinearData, xi_scale: float,
+              given_sigma_eta: bool = False) -> PXState:
     r"""Draw the multiplier: the regression of ``y - X beta - U_j gamma`` on ``eta_j[i]``.
 
     .. math::
@@ -161,24 +187,29 @@ def update_xi(rng_key: jax.Array, state: PXState, data: LinearData, xi_scale: fl
           \frac{\sum_j n_j \eta_j (\bar y_j - \bar x_j\beta - U_j\gamma)/\sigma_y^2}{\sum_j n_j\eta_j^2/\sigma_y^2 + 1/B^2},\
           \left(\sum_j n_j\eta_j^2/\sigma_y^2 + 1/B^2\right)^{-1}\right)
 
-    with prior ``xi ~ N(0, B^2)`` (``B = xi_scale``; ``inf``: flat).
+    with prior ``xi ~ N(0, B^2)`` (``B = xi_scale``; ``inf``: flat), or ``B = xi_scale / sigma_eta``
+    when ``given_sigma_eta``.
     """
     g = data.groups
     resid = g.y_mean - _group_location(state, data)
     prior_prec = 0.0 if xi_scale == float("inf") else 1.0 / xi_scale**2
+    if given_sigma_eta:
+        prior_prec = prior_prec * state.sigma_eta**2
     prec = jnp.sum(g.counts * state.eta**2) / state.sigma_y**2 + prior_prec
     mean = jnp.sum(g.counts * state.eta * resid) / state.sigma_y**2 / prec
     xi = mean + jax.random.normal(rng_key, (), mean.dtype) / jnp.sqrt(prec)
     return state._replace(xi=xi)
 
 
-def update_sigma_eta(rng_key: jax.Array, state: PXState, data: LinearData, prior) -> PXState:
+def update_sigma_eta(rng_key: jax.Array, state: PXState, data: LinearData, working: WorkingPrior) -> PXState:
     r"""Draw ``sigma_eta`` given ``eta`` (sum of squares ``sum_j eta_j^2`` over the ``J`` groups).
 
-    ``prior`` is the working prior of :func:`px_working_prior` (``None``: ``sigma_eta`` stays 1).
+    Under the working prior of :func:`px_working_prior`; when ``xi``'s prior depends on
+    ``sigma_eta`` its density enters the conditional (:class:`_SigmaEtaGivenXi`).
     """
-    if prior is None:
-        return state
+    prior = working.sigma_eta
+    if working.xi_given_sigma_eta:
+        prior = _SigmaEtaGivenXi(prior, state.xi, working.xi_scale)
     ss = jnp.sum(state.eta**2)
     var = draw_variance(rng_key, prior, ss, state.eta.shape[0], state.sigma_eta**2)
     return state._replace(sigma_eta=jnp.sqrt(var))

@@ -54,8 +54,8 @@ def draw_variance(
       auxiliary :math:`a \mid \sigma^2 \sim \mathrm{InvGamma}((\nu+1)/2,\ \nu/\sigma^2 + 1/s^2)`, then
       :math:`\sigma^2 \mid a \sim \mathrm{InvGamma}((\nu + m)/2,\ \nu/a + S/2)` (exact two-block
       Gibbs; ``a`` is redrawn each time from its full conditional, so it is not kept in the state).
-    * :class:`~mlgibbs.priors.HalfNormal`: one slice-sampling transition on ``log sigma^2``
-      (leaves the conditional invariant).
+    * :class:`~mlgibbs.priors.HalfNormal`, and any other prior object with a ``log_prob(sigma)``
+      method: one slice-sampling transition on ``log sigma^2`` (leaves the conditional invariant).
 
     Parameters
     ----------
@@ -89,12 +89,12 @@ def draw_variance(
         nu, s = prior.df, prior.scale
         aux = _inverse_gamma(key_aux, 0.5 * (nu + 1.0), nu / variance + 1.0 / s**2, dtype)
         return _inverse_gamma(key_var, 0.5 * (nu + count), nu / aux + 0.5 * sum_sq, dtype)
-    if isinstance(prior, HalfNormal):
+    if isinstance(prior, HalfNormal) or hasattr(prior, "log_prob"):
         logdensity = variance_log_conditional(prior, sum_sq, count)
         width = 3.0 * jnp.sqrt(2.0 / (count + 1.0)) + 0.1
         theta = slice_sample(rng_key, jnp.log(variance), logdensity, width)
         return jnp.exp(theta)
     raise TypeError(f"unsupported scale prior {prior!r}; expected one of Uniform, InverseGamma, "
-                    "HalfNormal, HalfCauchy, HalfStudentT")
+                    "HalfNormal, HalfCauchy, HalfStudentT, or an object with a log_prob(sigma) method")
 
 

@@ -8,7 +8,14 @@ One sweep on the expanded model ``alpha_j = U_j gamma + xi eta_j`` (see :mod:`ml
 4. ``sigma_y | rest`` (per its prior),
 5. ``sigma_eta | eta`` (per the working prior),
 
-then ``alpha = U gamma + xi eta`` and ``sigma_alpha = |xi| sigma_eta`` are recorded. The multiplier
+6. ``gamma | alpha, sigma_alpha`` (the centred regression of ``alpha`` on ``U``, with ``alpha = U gamma + xi eta``
+   held fixed and ``eta`` re-expressed): a Gibbs update in the coordinates ``(alpha, xi, sigma_eta,
+   beta, gamma)``, whose Jacobian ``|xi|^{-J}`` does not involve ``gamma``,
+
+then ``alpha = U gamma + xi eta`` and ``sigma_alpha = |xi| sigma_eta`` are recorded. Step 2 alone
+moves ``gamma`` only as far as the data allow given ``eta``, which is very little when the groups are
+large (``n_j sigma_alpha^2 >> sigma_y^2``); step 6 adds the centred move, which is fast exactly then
+(an interweaving of the two parametrisations, Yu & Meng 2011). The multiplier
 ``xi`` moves all the group effects and their scale together, which breaks the ``alpha``-``sigma_alpha``
 dependence that stalls the five-step sampler. Under the uniform prior the working prior on
 ``(xi, sigma_eta)`` is improper and invariant under ``(xi, eta, sigma_eta) -> (xi / c, c eta, c sigma_eta)``;
@@ -29,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from mlgibbs.base import GibbsState, SamplingAlgorithm, compose
-from mlgibbs.conditionals import update_sigma_y
+from mlgibbs.conditionals import update_gamma, update_sigma_y
 from mlgibbs.conditionals.px import (
     PXState,
     px_working_prior,
@@ -45,19 +52,14 @@ from mlgibbs.samplers.gibbs import Structure, gibbs_kernel, initial_state, struc
 __all__ = ["px_kernel", "px_state_from_gibbs"]
 
 
-def px_state_from_gibbs(state: GibbsState, data: LinearData, fixed_sigma_eta: bool = False) -> PXState:
-    """Expand a :class:`~mlgibbs.GibbsState` with the same ``alpha`` and ``sigma_alpha``.
-
-    ``xi = 1``, ``eta = alpha - U gamma``, ``sigma_eta = sigma_alpha``; or, when ``sigma_eta`` is fixed
-    at 1 (half-normal prior), ``xi = sigma_alpha`` and ``eta = (alpha - U gamma) / sigma_alpha``.
-    """
+def px_state_from_gibbs(state: GibbsState, data: LinearData) -> PXState:
+    """Expand a :class:`~mlgibbs.GibbsState` with the same ``alpha`` and ``sigma_alpha``:
+    ``xi = 1``, ``eta = alpha - U gamma``, ``sigma_eta = sigma_alpha``."""
     centre = data.groups.U @ state.gamma if state.gamma is not None else 0.0
-    one = jnp.ones_like(state.sigma_alpha)
-    xi = state.sigma_alpha if fixed_sigma_eta else one
     return PXState(
         alpha=state.alpha, beta=state.beta, gamma=state.gamma, sigma_y=state.sigma_y,
-        sigma_alpha=state.sigma_alpha, eta=(state.alpha - centre) / xi,
-        xi=xi, sigma_eta=one if fixed_sigma_eta else state.sigma_alpha,
+        sigma_alpha=state.sigma_alpha, eta=state.alpha - centre,
+        xi=jnp.ones_like(state.sigma_alpha), sigma_eta=state.sigma_alpha,
     )
 
 
@@ -69,23 +71,26 @@ def px_kernel(priors: Priors = Priors(), structure: Structure | None = None) -> 
     if structure is not None and not structure.has_groups:
         return gibbs_kernel(priors, structure)
     working = px_working_prior(priors.sigma_alpha)
-    fixed_sigma_eta = working.sigma_eta is None
     rescale = working.xi_scale == float("inf")
 
     def init(rng_key: jax.Array, data: LinearData) -> PXState:
         start = initial_state(rng_key, data, structure or structure_of(data))
-        return px_state_from_gibbs(start, data, fixed_sigma_eta)
+        return px_state_from_gibbs(start, data)
 
     sweep = compose([
         update_eta,
         functools.partial(update_beta_gamma, priors=priors),
-        functools.partial(update_xi, xi_scale=working.xi_scale),
+        functools.partial(update_xi, xi_scale=working.xi_scale, given_sigma_eta=working.xi_given_sigma_eta),
         lambda key, st, data: _with_alpha(update_sigma_y(key, _with_alpha(st, data), data, priors.sigma_y), data),
-        functools.partial(update_sigma_eta, prior=working.sigma_eta),
+        functools.partial(update_sigma_eta, working=working),
     ])
 
     def step(rng_key: jax.Array, state: PXState, data: LinearData) -> PXState:
-        state = sweep(rng_key, state, data)
+        key_sweep, key_gamma = jax.random.split(rng_key)
+        state = _with_alpha(sweep(key_sweep, state, data), data)
+        if state.gamma is not None:  # centred gamma | alpha, then eta re-expressed
+            state = update_gamma(key_gamma, state, data, priors.gamma)
+            state = state._replace(eta=(state.alpha - data.groups.U @ state.gamma) / state.xi)
         if rescale:
             c = jnp.abs(state.xi)
             state = state._replace(xi=state.xi / c, eta=state.eta * c, sigma_eta=state.sigma_eta * c)
@@ -93,7 +98,7 @@ def px_kernel(priors: Priors = Priors(), structure: Structure | None = None) -> 
 
     return SamplingAlgorithm(
         init=init, step=step,
-        from_gibbs_state=functools.partial(px_state_from_gibbs, fixed_sigma_eta=fixed_sigma_eta),
+        from_gibbs_state=px_state_from_gibbs,
     )
 
 
