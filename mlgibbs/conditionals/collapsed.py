@@ -42,6 +42,7 @@ __all__ = [
     "log_marginal_scales",
     "update_locations",
     "update_scales_collapsed",
+    "update_sigma_alpha_collapsed",
 ]
 
 
@@ -170,3 +171,26 @@ def update_scales_collapsed(
     return state._replace(sigma_y=sigma_y, sigma_alpha=jnp.exp(0.5 * theta_a))
 
 
+
+
+def update_sigma_alpha_collapsed(
+    rng_key: jax.Array, state: GibbsState, data: LinearData, priors: Priors
+) -> GibbsState:
+    r"""Draw ``sigma_alpha`` from ``p(sigma_alpha | sigma_y, y)``, locations and intercepts integrated out.
+
+    .. math::
+
+        p(\sigma_\alpha \mid \sigma_y, y) \propto \exp\{\text{log\_marginal\_scales}(\sigma_y, \sigma_\alpha)\}
+
+    One slice-sampling transition on ``log sigma_alpha^2``. ``alpha``, ``beta`` and ``gamma`` must be
+    redrawn given the new value before anything conditions on them (:func:`update_locations`, then
+    :func:`~mlgibbs.update_alpha`): the pair is then a joint draw of ``(sigma_alpha, locations) | sigma_y, y``.
+    """
+    J = data.groups.counts.shape[0]
+    sigma_y = state.sigma_y
+
+    def log_target(theta):
+        return log_marginal_scales(sigma_y, jnp.exp(0.5 * theta), data, priors) + 0.5 * theta
+
+    theta = slice_sample(rng_key, jnp.log(state.sigma_alpha**2), log_target, _width(J))
+    return state._replace(sigma_alpha=jnp.exp(0.5 * theta))
