@@ -167,6 +167,36 @@ def bench_many_chains(model, sampler: str, chain_counts, *, num_draws: int, log)
     return rows
 
 
+def bench_many_groups(num_groups: int, num_draws: int, log, num_chains: int = 2) -> dict:
+    """``J`` groups of 2 observations, ``num_draws`` draws of ``num_chains`` chains through :func:`mlgibbs.sample` with
+    ``var_names`` set to the scalars: ``alpha`` is summarised by running moments, not stored per draw.
+
+    Storing every ``alpha`` draw would take ``num_chains * num_draws * J * 4`` bytes (8 GB for two
+    chains at ``J = 1e5`` and ``1e4`` draws); the peak resident memory of the process is reported.
+    """
+    import resource
+
+    rng = np.random.default_rng(1)
+    n = 2 * num_groups
+    group = np.arange(n) % num_groups
+    u = rng.normal(size=num_groups)
+    alpha = 1.0 + 0.5 * u + 0.3 * rng.normal(size=num_groups)
+    x = rng.normal(size=n)
+    y = alpha[group] + 0.7 * x + rng.normal(size=n)
+    model = mg.Model.from_arrays(y, x[:, None], group, u[:, None], priors=PRIORS)
+    t0 = time.perf_counter()
+    idata = mg.sample(jax.random.key(0), model, num_chains=num_chains, num_warmup=200, num_draws=num_draws,
+                      var_names=["beta", "gamma", "sigma_y", "sigma_alpha"])
+    wall = time.perf_counter() - t0
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"J": num_groups, "n": n, "num_chains": num_chains, "num_draws": num_draws, "wall_s": wall,
+           "peak_rss_mb": peak_mb, "alpha_draws_would_need_gb": num_chains * num_draws * num_groups * 4 / 1e9,
+           "groups": sorted(idata.groups())}
+    log(f"  J={num_groups:,}: {wall:.1f}s, peak RSS {peak_mb:,.0f} MB "
+        f"(storing alpha would need {out['alpha_draws_would_need_gb']:.1f} GB)")
+    return out
+
+
 def markdown_table(rows: list[dict]) -> str:
     head = ("| problem | n | J | sampler | min bulk ESS | min tail ESS | max R-hat | sample s | compile s "
             "| ms / sweep | min ESS/s | x NUTS |")
@@ -232,6 +262,10 @@ def main(argv=None) -> int:
     chain_counts = [1, 10, 100, 1000] if not args.quick else [1, 100]
     many = {s: bench_many_chains(radon, s, chain_counts, num_draws=200, log=log) for s in args.samplers}
 
+    log("many groups: J = 1e5, 1e4 draws, scalars stored, running moments of alpha")
+    big_groups = bench_many_groups(num_groups=10_000 if args.quick else 100_000,
+                                   num_draws=1_000 if args.quick else 10_000, log=log)
+
     result = {
         "command": "python benchmarks/run.py" + (" --quick" if args.quick else ""),
         "date": time.strftime("%Y-%m-%d"),
@@ -242,6 +276,7 @@ def main(argv=None) -> int:
         "priors": {k: repr(v) for k, v in PRIORS.items()},
         "runs": rows,
         "many_chains": many,
+        "many_groups": big_groups,
         "total_s": time.perf_counter() - started,
     }
     args.out.mkdir(parents=True, exist_ok=True)
