@@ -31,7 +31,7 @@ from mlgibbs.conditionals import (
 from mlgibbs.logdensity import log_joint, pointwise_log_likelihood
 from mlgibbs.models import GroupData, LinearData, Model, sufficient_statistics
 from mlgibbs.run import last_state, sample, sample_chains
-from mlgibbs.samplers import SAMPLERS, gibbs
+from mlgibbs.samplers import DEFAULT_SAMPLER, SAMPLERS, default_sampler, gibbs
 
 __all__ = [
     "__version__",
@@ -47,6 +47,8 @@ __all__ = [
     "compose",
     "gibbs",
     "SAMPLERS",
+    "DEFAULT_SAMPLER",
+    "default_sampler",
     "update_alpha",
     "update_beta",
     "update_gamma",

@@ -12,7 +12,7 @@ import numpy as np
 
 from mlgibbs.base import GibbsState, SamplingAlgorithm
 from mlgibbs.logdensity import log_joint, pointwise_log_likelihood, predict_mean
-from mlgibbs.samplers import gibbs
+from mlgibbs.samplers import default_sampler, gibbs
 
 __all__ = ["sample", "sample_chains", "chain_runner", "last_state", "MAX_LOG_LIKELIHOOD_VALUES"]
 
@@ -184,7 +184,7 @@ def sample(
     num_warmup: int = 500,
     num_draws: int = 1000,
     thin: int = 1,
-    sampler: str = "gibbs",
+    sampler: str | None = None,
     initial_state: Any = None,
     var_names: Sequence[str] | None = None,
     log_likelihood: bool | None = None,
@@ -204,7 +204,9 @@ def sample(
     num_chains, num_warmup, num_draws, thin
         Chains run in parallel; discarded sweeps per chain; draws kept per chain; sweeps per draw.
     sampler
-        Sampler name (see :data:`mlgibbs.samplers.SAMPLERS`).
+        Sampler name (see :data:`mlgibbs.samplers.SAMPLERS`): ``"gibbs"``, ``"px"`` or
+        ``"collapsed"``. Default ``None``: :func:`mlgibbs.samplers.default_sampler`, the fastest in
+        the benchmarks (``"px"``; ``"collapsed"`` under an inverse-gamma prior on ``sigma_alpha^2``).
     initial_state
         ``None`` (over-dispersed starts from ``kernel.init``), a state with a leading chain axis, or an
         InferenceData returned earlier, to continue its chains (pass ``num_warmup=0``).
@@ -242,6 +244,8 @@ def sample(
                              ("num_warmup", num_warmup, 0), ("thin", thin, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if sampler is None:
+        sampler = default_sampler(model)
     kernel = gibbs(model, sampler)
     key_init, key_run, key_ppc = jax.random.split(rng_key, 3)
     if initial_state is None:

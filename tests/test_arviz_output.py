@@ -91,11 +91,11 @@ def test_posterior_predictive_only_on_request(pooled):
     assert set(out.groups()) == GROUPS
 
 
-def test_attributes(idata):
+def test_attributes(idata, model):
     attrs = idata.posterior.attrs
     assert attrs["inference_library"] == "mlgibbs"
     assert attrs["inference_library_version"] == mg.__version__
-    assert attrs["sampler"] == "gibbs"
+    assert attrs["sampler"] == mg.default_sampler(model) == mg.DEFAULT_SAMPLER
     assert attrs["num_warmup"] == 0 and attrs["thin"] == 1
 
 

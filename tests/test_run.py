@@ -199,7 +199,7 @@ def test_thinning_and_single_chain(model, jit_step):
     key = jax.random.key(3)
     num_draws, thin = 5, 3
     idata = mg.sample(key, model, num_chains=1, num_warmup=0, num_draws=num_draws, thin=thin,
-                      log_likelihood=False)
+                      log_likelihood=False, sampler="gibbs")
     assert idata.posterior.sizes["chain"] == 1
     assert idata.posterior.sizes["draw"] == num_draws
     assert idata.posterior["alpha"].shape == (1, num_draws, 85)
@@ -231,7 +231,7 @@ def test_continuation_starts_from_the_last_draw(model, jit_step, run_a):
     key = jax.random.key(5)
     num_draws = 3
     more = mg.sample(key, model, initial_state=run_a, num_chains=4, num_warmup=0,
-                     num_draws=num_draws, log_likelihood=False)
+                     num_draws=num_draws, log_likelihood=False, sampler="gibbs")
     assert more.posterior["alpha"].shape == (4, num_draws, 85)
     _, key_run, _ = jax.random.split(key, 3)
     for c, chain_key in enumerate(jax.random.split(key_run, 4)):

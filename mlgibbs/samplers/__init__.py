@@ -9,7 +9,7 @@ from mlgibbs.samplers.collapsed import collapsed_kernel
 from mlgibbs.samplers.gibbs import Structure, gibbs_kernel, initial_state, structure_of
 from mlgibbs.samplers.px import px_kernel
 
-__all__ = ["SAMPLERS", "gibbs", "gibbs_kernel", "collapsed_kernel", "px_kernel", "Structure", "initial_state", "structure_of"]
+__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "default_sampler", "gibbs", "gibbs_kernel", "collapsed_kernel", "px_kernel", "Structure", "initial_state", "structure_of"]
 
 #: Kernel factories by name: ``factory(priors, structure) -> SamplingAlgorithm``.
 SAMPLERS: dict[str, Callable[..., SamplingAlgorithm]] = {
@@ -17,6 +17,22 @@ SAMPLERS: dict[str, Callable[..., SamplingAlgorithm]] = {
     "px": px_kernel,
     "collapsed": collapsed_kernel,
 }
+
+
+#: The sampler :func:`mlgibbs.sample` uses by default: the best in ``benchmarks/`` (min ESS per second;
+#: see the README's table). ``"collapsed"`` stands in where ``"px"`` has no expansion for the prior.
+DEFAULT_SAMPLER = "px"
+
+
+def default_sampler(model) -> str:
+    """:data:`DEFAULT_SAMPLER`, or ``"collapsed"`` when the model's prior on ``sigma_alpha`` is
+    inverse-gamma (which the parameter-expanded sampler cannot represent)."""
+    from mlgibbs.priors import InverseGamma
+
+    if DEFAULT_SAMPLER == "px" and isinstance(model.priors.sigma_alpha, InverseGamma) \
+            and model.data.groups is not None:
+        return "collapsed"
+    return DEFAULT_SAMPLER
 
 
 def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
