@@ -145,11 +145,13 @@ def fit_models(
     num_warmup: int = 500,
     num_draws: int = 1000,
     thin: int = DEFAULT_THIN,
+    sampler: str = "gibbs",
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """Fit every model with :func:`mlgibbs.sample`.
 
     Model ``k`` (in the order given) uses ``jax.random.split(jax.random.key(seed), len(models))[k]``.
     ``thin`` applies to the model named ``"multilevel"`` only; the others keep every sweep.
+    ``sampler`` is the Gibbs sampler's name (default the five-step sampler of G&H ch. 18).
 
     Returns
     -------
@@ -161,7 +163,8 @@ def fit_models(
     for key, (name, model) in zip(keys, models.items()):
         start = time.perf_counter()
         fits[name] = mg.sample(key, model, num_chains=num_chains, num_warmup=num_warmup,
-                               num_draws=num_draws, thin=thin if name == "multilevel" else 1)
+                               num_draws=num_draws, thin=thin if name == "multilevel" else 1,
+                               sampler=sampler)
         seconds[name] = time.perf_counter() - start
     return fits, seconds
 
@@ -456,6 +459,7 @@ def run(
     num_draws: int = 1000,
     seed: int = 0,
     thin: int = DEFAULT_THIN,
+    sampler: str = "gibbs",
     stream: TextIO | None = None,
 ) -> RadonResults:
     """Fit the four radon models, print the report and write the figure and CSV files to ``out``.
@@ -468,6 +472,8 @@ def run(
         Passed to :func:`fit_models`.
     thin
         Sweeps per kept draw of the multilevel model.
+    sampler
+        Name of the Gibbs sampler (``"gibbs"``, ``"px"``, ``"collapsed"``).
     stream
         Where the report goes (default standard output).
 
@@ -485,16 +491,19 @@ def run(
     _print(stream, "mlgibbs radon: the Minnesota radon example of Gelman & Hill (2007, ch. 12-13)")
     _print(stream, f"data:    {len(data)} houses in {data['county'].nunique()} counties "
                    "(EPA radon survey, Minnesota; mlgibbs.datasets.load_radon())")
-    _print(stream, f"sampler: five-step Gibbs (mlgibbs.sample, sampler='gibbs'), {num_chains} chains x "
+    label = {"gibbs": "five-step Gibbs", "px": "parameter-expanded Gibbs",
+             "collapsed": "collapsed Gibbs"}.get(sampler, sampler)
+    _print(stream, f"sampler: {label} (mlgibbs.sample, sampler={sampler!r}), {num_chains} chains x "
                    f"{num_draws} draws after {num_warmup} warm-up sweeps, seed {seed}")
-    _print(stream, f"thin:    {thin} sweeps per kept draw for the multilevel model (its sigma_alpha "
-                   "mixes slowly); 1 for the others")
+    _print(stream, f"thin:    {thin} sweeps per kept draw for the multilevel model"
+                   + (" (its sigma_alpha mixes slowly under five-step Gibbs)" if sampler == "gibbs" else "")
+                   + "; 1 for the others")
     _print(stream, "priors:  Gelman & Hill's defaults: flat on the coefficients (beta, gamma), "
                    "uniform on the scales (sigma_y, sigma_alpha)")
 
     _heading(stream, "Models")
     fits, seconds = fit_models(models, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
-                               num_draws=num_draws, thin=thin)
+                               num_draws=num_draws, thin=thin, sampler=sampler)
     for name, (formula, what, section) in MODELS.items():
         _print(stream, f"  {name:<17} {formula:<48} G&H {section:<16} fit {seconds[name]:5.1f} s")
         _print(stream, f"  {'':<17} {what}")
