@@ -140,49 +140,44 @@ def exact_location_posterior(model, sigma_y, sigma_alpha, b_loc, b_scale, g_loc,
     return cov @ h, cov
 
 
-def test_collapsed_location_block_is_an_exact_draw():
-    b_loc, b_scale, g_loc, g_scale = np.array([0.2, -0.4]), np.array([1.5, 0.7]), 0.3, 2.0
-    priors = {"beta": P.Normal(b_loc, b_scale), "gamma": P.Normal(g_loc, g_scale)}
-    model = build(priors)
-    sigma_y, sigma_alpha = 0.9, 0.6
-    mean, cov = exact_location_posterior(model, sigma_y, sigma_alpha, b_loc, b_scale, g_loc, g_scale)
+def whitened_location_draws(model, sigma_y, sigma_alpha, mean, cov, num_draws=20_000):
+    """Independent draws of ``update_locations`` then ``update_alpha`` at fixed scales, whitened with
+    the exact posterior ``(mean, cov)``: ``w ~ N(0, I)`` when the block is exact."""
     J = model.num_groups
     state = mg.GibbsState(alpha=jnp.zeros(J), beta=jnp.zeros(2), gamma=jnp.zeros(2),
                           sigma_y=jnp.float64(sigma_y), sigma_alpha=jnp.float64(sigma_alpha))
     step = mg.compose([functools.partial(update_locations, priors=model.priors), mg.update_alpha])
-    N = 20_000
-    draws = jax.jit(jax.vmap(step, in_axes=(0, None, None)))(jax.random.split(jax.random.key(11), N),
-                                                               state, model.data)
+    keys = jax.random.split(jax.random.key(11), num_draws)
+    draws = jax.jit(jax.vmap(step, in_axes=(0, None, None)))(keys, state, model.data)
     theta = np.concatenate([np.asarray(draws.alpha), np.asarray(draws.beta), np.asarray(draws.gamma)], axis=1)
-    d = theta.shape[1]
-    L = np.linalg.cholesky(cov)
-    w = np.linalg.solve(L, (theta - mean).T).T
-    num_tests = d + d * (d + 1) // 2
-    z_crit = stats.norm.isf(FAMILY_ALPHA / (2 * num_tests))
-    z_mean = np.sqrt(N) * w.mean(axis=0)
+    return np.linalg.solve(np.linalg.cholesky(cov), (theta - mean).T).T
+
+
+def z_scores(w):
+    """z of the whitened mean and of the upper-triangular covariance entries, and the Bonferroni bound."""
+    N, d = w.shape
     C = w.T @ w / N
     sd = np.where(np.eye(d, dtype=bool), np.sqrt(2.0 / N), np.sqrt(1.0 / N))
-    z_cov = (C - np.eye(d)) / sd
+    z_crit = stats.norm.isf(FAMILY_ALPHA / (2 * (d + d * (d + 1) // 2)))
+    return np.sqrt(N) * w.mean(axis=0), ((C - np.eye(d)) / sd)[np.triu_indices(d)], z_crit
+
+
+LOCATION_PRIORS = (np.array([0.2, -0.4]), np.array([1.5, 0.7]), 0.3, 2.0)
+
+
+def test_collapsed_location_block_is_an_exact_draw():
+    b_loc, b_scale, g_loc, g_scale = LOCATION_PRIORS
+    model = build({"beta": P.Normal(b_loc, b_scale), "gamma": P.Normal(g_loc, g_scale)})
+    mean, cov = exact_location_posterior(model, 0.9, 0.6, *LOCATION_PRIORS)
+    z_mean, z_cov, z_crit = z_scores(whitened_location_draws(model, 0.9, 0.6, mean, cov))
     assert np.abs(z_mean).max() < z_crit, z_mean
-    assert np.abs(z_cov[np.triu_indices(d)]).max() < z_crit, z_cov
+    assert np.abs(z_cov).max() < z_crit, z_cov
 
 
 def test_collapsed_location_check_has_power():
     """The same statistic rejects draws made with a wrong sigma_alpha (1.2x)."""
-    b_loc, b_scale, g_loc, g_scale = np.array([0.2, -0.4]), np.array([1.5, 0.7]), 0.3, 2.0
-    priors = {"beta": P.Normal(b_loc, b_scale), "gamma": P.Normal(g_loc, g_scale)}
-    model = build(priors)
-    mean, cov = exact_location_posterior(model, 0.9, 0.6, b_loc, b_scale, g_loc, g_scale)
-    state = mg.GibbsState(alpha=jnp.zeros(6), beta=jnp.zeros(2), gamma=jnp.zeros(2),
-                          sigma_y=jnp.float64(0.9), sigma_alpha=jnp.float64(0.6 * 1.2))
-    step = mg.compose([functools.partial(update_locations, priors=model.priors), mg.update_alpha])
-    N = 20_000
-    draws = jax.jit(jax.vmap(step, in_axes=(0, None, None)))(jax.random.split(jax.random.key(11), N),
-                                                               state, model.data)
-    theta = np.concatenate([np.asarray(draws.alpha), np.asarray(draws.beta), np.asarray(draws.gamma)], axis=1)
-    d = theta.shape[1]
-    w = np.linalg.solve(np.linalg.cholesky(cov), (theta - mean).T).T
-    C = w.T @ w / N
-    sd = np.where(np.eye(d, dtype=bool), np.sqrt(2.0 / N), np.sqrt(1.0 / N))
-    z_crit = stats.norm.isf(FAMILY_ALPHA / (2 * (d + d * (d + 1) // 2)))
-    assert np.abs(((C - np.eye(d)) / sd)[np.triu_indices(d)]).max() > z_crit
+    b_loc, b_scale, g_loc, g_scale = LOCATION_PRIORS
+    model = build({"beta": P.Normal(b_loc, b_scale), "gamma": P.Normal(g_loc, g_scale)})
+    mean, cov = exact_location_posterior(model, 0.9, 0.6, *LOCATION_PRIORS)
+    _, z_cov, z_crit = z_scores(whitened_location_draws(model, 0.9, 0.6 * 1.2, mean, cov))
+    assert np.abs(z_cov).max() > z_crit
