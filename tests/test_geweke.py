@@ -1,4 +1,4 @@
-"""Geweke's (2004) joint-distribution test of the full Gibbs kernel, under proper priors.
+"""Geweke's (2004) joint-distribution test of every sampler's kernel, under proper priors.
 
 What is tested
 --------------
@@ -18,32 +18,72 @@ as ``RSS / sigma_y^2`` would only see the simulation of ``y`` itself. Means of t
 ``g(theta, y)`` (parameters, their squares, cross products, data statistics, and pivots such as
 ``RSS / sigma_y^2 ~ chi2(n)``, which probe the posterior draws against their data) must then agree
 between the two simulators. The data pytree is recomputed from each fresh ``y`` inside the scan
-with the pure-JAX ``mg.sufficient_statistics``. The kernel is ``mg.gibbs(model)`` with normal
-priors on ``beta`` and ``gamma`` and, in turn, every proper scale-prior family on both ``sigma_y``
-and ``sigma_alpha``:
-InverseGamma, HalfNormal, HalfCauchy, HalfStudentT(3) (the improper Uniform cannot be simulated).
-A deliberately broken kernel (every InverseGamma sweep followed by a redraw
-``sigma_y^2 = RSS / chi2(n + 2)``: the prior ignored, and three degrees of freedom more than the
-uniform-prior draw ``RSS / chi2(n - 1)``) must be rejected by the same statistic: the test has power.
+with the pure-JAX ``mg.sufficient_statistics``. The kernels are ``mg.gibbs(model, sampler=name)``
+with normal priors on ``beta`` and ``gamma`` and, on the two scales:
+
+* ``"gibbs"`` and ``"collapsed"``: in turn every proper scale-prior family on both ``sigma_y`` and
+  ``sigma_alpha``: InverseGamma, HalfNormal, HalfCauchy, HalfStudentT(3) (the improper Uniform
+  cannot be simulated);
+* ``"px"``: HalfNormal, HalfCauchy and HalfStudentT(3) on both scales, and InverseGamma on
+  ``sigma_y`` with HalfStudentT(3) on ``sigma_alpha``. An InverseGamma prior on ``sigma_alpha`` has
+  no parameter expansion: building that kernel must raise ``ValueError``.
+
+Parameter expansion
+-------------------
+The px kernel runs on the expanded state ``(eta, xi, sigma_eta, beta, gamma, sigma_y)`` with
+``alpha = U gamma + xi eta`` and ``sigma_alpha = |xi| sigma_eta``; it leaves the *expanded* posterior
+invariant, and its chains are exact draws of the joint only if they start from an exact draw of the
+expanded joint. Its successive chains therefore start from the working prior: for a half-t prior
+``t+(nu, s)`` on ``sigma_alpha`` (half-Cauchy: ``nu = 1``), ``xi ~ N(0, s^2)`` and
+``sigma_eta^2 ~ InvGamma(nu/2, nu/2)``; for a half-normal ``N+(0, s)``, ``sigma_eta ~ Cauchy+(0, 1)``
+and ``xi | sigma_eta ~ N(0, s^2 / sigma_eta^2)``; then ``eta_j ~ N(0, sigma_eta^2)``. This is written
+here from the working-prior table of :mod:`mlgibbs.conditionals.px` (not from the kernel's
+``from_gibbs_state``, which is not a draw of the expanded prior), and a test checks that the
+library's ``px_working_prior`` names the same table. Then ``|xi| sigma_eta`` is ``s |t_nu|`` (or
+``s |N(0, 1)|``), the intended prior on ``sigma_alpha``: a KS test checks this construction against
+the prior's CDF, so the start is an exact draw of the joint of the model.
+The test functions are evaluated on the :class:`~mlgibbs.GibbsState` fields alone, so the
+marginal-conditional simulator is the same for every sampler; a wrong working prior in the library
+moves the chains away from the joint of the start, which the same statistics see.
+
+Power
+-----
+Three deliberately broken kernels must be rejected by the same statistic, so the test has power:
+the five-step InverseGamma sweep followed by a redraw ``sigma_y^2 = RSS / chi2(n + 2)`` (the prior
+ignored, and three degrees of freedom more than the uniform-prior draw ``RSS / chi2(n - 1)``); and a
+collapsed kernel, assembled here from the library's public pieces in the order of its sweep, whose
+slice step on ``log sigma_alpha^2`` targets the marginal density *without* the Jacobian
+``log sigma_alpha^2 / 2`` (so it samples a density proportional to
+``p(sigma_alpha | sigma_y, y) / sigma_alpha`` instead), under the InverseGamma priors, where the
+wrong target is still proper (under a half-normal prior it would tend to a constant as
+``sigma_alpha -> 0``). The second one is rejected at a quarter of the CI size (250 chains of 100
+steps; observed ``|z|`` about 15 for ``log sigma_alpha`` and ``sigma_alpha^2``, threshold 4.7),
+which keeps the extra compile-and-run short. Third, the px kernel under a half-normal prior
+with its working prior broken in the most plausible way (``xi ~ N(0, s^2)`` drawn independently of
+``sigma_eta ~ Cauchy+(0, 1)``, so that ``|xi| sigma_eta`` is far heavier-tailed than ``N+(0, s)``),
+started from exact draws of the right expanded joint: at a quarter of the CI size the largest ``|z|``
+is about 8 (``(log sigma_alpha)^2``), threshold 4.7; the test runs it at the full CI size.
 
 Test functions under heavy tails
 --------------------------------
 Under half-Cauchy and half-t(3) priors the scales have no (or only a few) moments, and neither have
-``alpha`` and ``y``. Every family is therefore tested with functions of finite variance: ``beta``,
+``alpha`` and ``y``. Every case is therefore tested with functions of finite variance: ``beta``,
 ``gamma`` and their squares and products (normal priors), ``log sigma`` and its square, bounded
 transforms ``tanh`` of ``alpha_j`` and of ``mean(y)``, ``log`` of the sample variance of ``y``, and the
 pivots ``RSS / sigma_y^2``, ``sum_j (alpha_j - U_j gamma)^2 / sigma_alpha^2`` and the standardised mean
-residual. The light-tailed families (InverseGamma with shape 6, HalfNormal) add raw moments:
-``sigma^2``, ``alpha_0``, ``alpha_0^2``, ``alpha_0 gamma_0``, ``beta_0 sigma_y``, ``mean(y)``.
+residual. Light-tailed priors (InverseGamma with shape 6, HalfNormal) add raw moments: on ``sigma_y``,
+``sigma_y^2`` and ``beta_0 sigma_y``; on ``sigma_alpha``, ``sigma_alpha^2``, ``alpha_0``,
+``alpha_0^2`` and ``alpha_0 gamma_0``; on both, ``mean(y)``.
 
 Tolerances
 ----------
 Chains are independent, so the variance of the successive-conditional mean is estimated from the
 spread of the per-chain means (valid whatever the autocorrelation within a chain); the marginal
 simulator's Monte Carlo variance ``var(g) / M`` is added. ``|z|`` must stay below the two-sided
-Bonferroni threshold for the number of test functions at family-wise level 1e-4 (about 4.6). Seeds
-are fixed for reproducibility; the thresholds do not depend on them. The CI size (500 chains of 200
-steps, 100,000 marginal draws) keeps the run short; ``-m slow`` runs 2,000 chains of 1,000 steps.
+Bonferroni threshold for the number of test functions of the case at family-wise level 1e-4 (about
+4.6). Seeds are fixed for reproducibility; the thresholds do not depend on them. The CI size (500
+chains of 200 steps, 100,000 marginal draws) keeps the run short (about 4 s per case, mostly
+compilation); ``-m slow`` runs 2,000 chains of 1,000 steps.
 
 References
 ----------
@@ -64,7 +104,9 @@ from scipy import stats
 
 import mlgibbs as mg
 from mlgibbs import priors as P
-from mlgibbs.conditionals import residual_sum_of_squares
+from mlgibbs.conditionals import residual_sum_of_squares, slice_sample
+from mlgibbs.conditionals.collapsed import log_marginal_scales, update_locations
+from mlgibbs.conditionals.px import PXState, px_working_prior
 
 FAMILY_ALPHA = 1e-4
 NUM_MARGINAL = 100_000
@@ -80,6 +122,28 @@ SCALE_FAMILIES = {
     "HalfStudentT": P.HalfStudentT(3.0, 0.7),
 }
 LIGHT_TAILED = ("InverseGamma", "HalfNormal")
+
+
+class Case(NamedTuple):
+    """A kernel under test: the sampler's name and the scale-prior families on the two scales."""
+
+    sampler: str
+    sigma_y: str
+    sigma_alpha: str
+
+    @property
+    def id(self) -> str:
+        scales = self.sigma_y if self.sigma_y == self.sigma_alpha else f"{self.sigma_y}-{self.sigma_alpha}"
+        return f"{self.sampler}-{scales}"
+
+
+PX_FAMILIES = ("HalfNormal", "HalfCauchy", "HalfStudentT")
+CASES = (
+    [Case("gibbs", f, f) for f in SCALE_FAMILIES]
+    + [Case("collapsed", f, f) for f in SCALE_FAMILIES]
+    + [Case("px", f, f) for f in PX_FAMILIES]
+    + [Case("px", "InverseGamma", "HalfStudentT")]
+)
 
 
 class Design(NamedTuple):
@@ -114,18 +178,49 @@ def draw_scale(rng: np.random.Generator, prior, size: int) -> np.ndarray:
     raise TypeError(prior)
 
 
-def draw_joint(rng: np.random.Generator, scale_prior, size: int):
-    """``size`` independent draws of ``(theta, y)`` from the prior and the likelihood."""
+def draw_working(rng: np.random.Generator, prior, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(xi, sigma_eta)`` from the working prior that px pairs with ``prior`` on ``sigma_alpha``.
+
+    The table of :mod:`mlgibbs.conditionals.px`: half-normal ``N+(0, s)``: ``sigma_eta ~ Cauchy+(0, 1)``
+    and ``xi | sigma_eta ~ N(0, s^2 / sigma_eta^2)``; half-t ``t+(nu, s)`` (half-Cauchy: ``nu = 1``):
+    ``sigma_eta^2 ~ InvGamma(nu/2, nu/2)`` and ``xi ~ N(0, s^2)``.
+    """
+    if isinstance(prior, P.HalfCauchy):
+        prior = P.HalfStudentT(1.0, prior.scale)
+    if isinstance(prior, P.HalfNormal):
+        sigma_eta = np.abs(rng.standard_cauchy(size))
+        return prior.scale * rng.standard_normal(size) / sigma_eta, sigma_eta
+    if isinstance(prior, P.HalfStudentT):
+        nu = prior.df
+        sigma_eta = np.sqrt((0.5 * nu) / rng.gamma(0.5 * nu, size=size))
+        return prior.scale * rng.standard_normal(size), sigma_eta
+    raise TypeError(prior)
+
+
+def draw_joint(rng: np.random.Generator, case: Case, size: int, expanded: bool = False):
+    """``size`` independent draws of ``(theta, y)`` from the prior and the likelihood.
+
+    With ``expanded``, ``theta`` is a :class:`~mlgibbs.conditionals.px.PXState`: a draw of the
+    parameter-expanded prior, ``alpha = U gamma + xi eta`` and ``sigma_alpha = |xi| sigma_eta``.
+    """
     design = DESIGN
+    prior_y, prior_alpha = SCALE_FAMILIES[case.sigma_y], SCALE_FAMILIES[case.sigma_alpha]
     p, q = design.X.shape[1], design.U.shape[1]
     beta = BETA_PRIOR.loc + BETA_PRIOR.scale * rng.standard_normal((size, p))
     gamma = GAMMA_PRIOR.loc + GAMMA_PRIOR.scale * rng.standard_normal((size, q))
-    sigma_y = draw_scale(rng, scale_prior, size)
-    sigma_alpha = draw_scale(rng, scale_prior, size)
-    alpha = gamma @ design.U.T + sigma_alpha[:, None] * rng.standard_normal((size, NUM_GROUPS))
+    sigma_y = draw_scale(rng, prior_y, size)
+    if expanded:
+        xi, sigma_eta = draw_working(rng, prior_alpha, size)
+        eta = sigma_eta[:, None] * rng.standard_normal((size, NUM_GROUPS))
+        alpha = gamma @ design.U.T + xi[:, None] * eta
+        sigma_alpha = np.abs(xi) * sigma_eta
+    else:
+        sigma_alpha = draw_scale(rng, prior_alpha, size)
+        alpha = gamma @ design.U.T + sigma_alpha[:, None] * rng.standard_normal((size, NUM_GROUPS))
     mean = alpha[:, design.group] + beta @ design.X.T
     y = mean + sigma_y[:, None] * rng.standard_normal(mean.shape)
-    theta = mg.GibbsState(alpha=alpha, beta=beta, gamma=gamma, sigma_y=sigma_y, sigma_alpha=sigma_alpha)
+    fields = dict(alpha=alpha, beta=beta, gamma=gamma, sigma_y=sigma_y, sigma_alpha=sigma_alpha)
+    theta = PXState(**fields, eta=eta, xi=xi, sigma_eta=sigma_eta) if expanded else mg.GibbsState(**fields)
     return jax.tree.map(lambda a: np.asarray(a, np.float32), theta), y.astype(np.float32)
 
 
@@ -139,12 +234,27 @@ FUNCTION_NAMES = (
     "tanh alpha_0*gamma_0", "beta_0*log sigma_y", "beta_0*gamma_0",
     "tanh mean(y)", "log var(y)", "RSS/sigma_y^2", "S_alpha/sigma_alpha^2", "sum(resid)/(sigma_y sqrt n)",
 )
-LIGHT_TAILED_NAMES = ("sigma_y^2", "sigma_alpha^2", "alpha_0", "alpha_0^2", "alpha_0*gamma_0",
-                      "beta_0*sigma_y", "mean(y)")
+LIGHT_Y_NAMES = ("sigma_y^2", "beta_0*sigma_y")
+LIGHT_ALPHA_NAMES = ("sigma_alpha^2", "alpha_0", "alpha_0^2", "alpha_0*gamma_0")
+LIGHT_BOTH_NAMES = ("mean(y)",)
 
 
-def geweke_functions(theta: mg.GibbsState, y, light_tailed: bool) -> jax.Array:
-    """The vector of ``g(theta, y)`` for one draw (see the module docstring)."""
+def light_tails(case: Case) -> tuple[bool, bool]:
+    """Whether the priors on ``sigma_y`` and on ``sigma_alpha`` are light-tailed."""
+    return case.sigma_y in LIGHT_TAILED, case.sigma_alpha in LIGHT_TAILED
+
+
+def function_names(case: Case) -> tuple[str, ...]:
+    light_y, light_alpha = light_tails(case)
+    return (FUNCTION_NAMES + LIGHT_Y_NAMES * light_y + LIGHT_ALPHA_NAMES * light_alpha
+            + LIGHT_BOTH_NAMES * (light_y and light_alpha))
+
+
+def geweke_functions(theta, y, light_y: bool, light_alpha: bool) -> jax.Array:
+    """The vector of ``g(theta, y)`` for one draw (see the module docstring).
+
+    Only the :class:`~mlgibbs.GibbsState` fields of ``theta`` are read.
+    """
     X, U = jnp.asarray(DESIGN.X, y.dtype), jnp.asarray(DESIGN.U, y.dtype)
     group = jnp.asarray(DESIGN.group)
     alpha, beta, gamma = theta.alpha, theta.beta, theta.gamma
@@ -152,7 +262,7 @@ def geweke_functions(theta: mg.GibbsState, y, light_tailed: bool) -> jax.Array:
     resid = y - alpha[group] - X @ beta
     n = y.shape[0]
     ybar = jnp.mean(y)
-    g = [  # in the order of FUNCTION_NAMES
+    g = [  # in the order of function_names(case)
         beta[0], beta[1], beta[0] ** 2, beta[1] ** 2, beta[0] * beta[1],
         gamma[0], gamma[1], gamma[0] ** 2, gamma[1] ** 2,
         log_sy, log_sy**2, log_sa, log_sa**2, log_sy * log_sa,
@@ -163,22 +273,26 @@ def geweke_functions(theta: mg.GibbsState, y, light_tailed: bool) -> jax.Array:
         jnp.sum((alpha - U @ gamma) ** 2) / theta.sigma_alpha**2,
         jnp.sum(resid) / (theta.sigma_y * jnp.sqrt(n)),
     ]
-    if light_tailed:
-        g += [theta.sigma_y**2, theta.sigma_alpha**2, alpha[0], alpha[0] ** 2, alpha[0] * gamma[0],
-              beta[0] * theta.sigma_y, ybar]
+    if light_y:
+        g += [theta.sigma_y**2, beta[0] * theta.sigma_y]
+    if light_alpha:
+        g += [theta.sigma_alpha**2, alpha[0], alpha[0] ** 2, alpha[0] * gamma[0]]
+    if light_y and light_alpha:
+        g += [ybar]
     return jnp.stack(g)
 
 
 # ----------------------------------------------------------------------------- the two simulators
-def marginal_conditional(scale_prior, light_tailed: bool, seed: int):
+def marginal_conditional(case: Case, seed: int):
     """Mean and variance of each ``g`` over :data:`NUM_MARGINAL` exact draws of the joint."""
-    theta, y = draw_joint(np.random.default_rng(seed), scale_prior, NUM_MARGINAL)
-    g = jax.vmap(functools.partial(geweke_functions, light_tailed=light_tailed))(theta, y)
+    theta, y = draw_joint(np.random.default_rng(seed), case, NUM_MARGINAL)
+    light_y, light_alpha = light_tails(case)
+    g = jax.vmap(functools.partial(geweke_functions, light_y=light_y, light_alpha=light_alpha))(theta, y)
     g = np.asarray(g, np.float64)
     return g.mean(axis=0), g.var(axis=0, ddof=1)
 
 
-def successive_conditional(rng_key, theta0, y0, corrupt, *, step, light_tailed, num_steps):
+def successive_conditional(rng_key, theta0, y0, corrupt, *, step, light_y, light_alpha, num_steps):
     """Per-chain means of ``g`` along successive-conditional chains (vmap over chains).
 
     ``step(rng_key, state, data)`` is the kernel under test; the data pytree is recomputed from each
@@ -197,7 +311,7 @@ def successive_conditional(rng_key, theta0, y0, corrupt, *, step, light_tailed, 
             data = mg.sufficient_statistics(y, X, group, U, NUM_GROUPS)
             theta = step(key_theta, theta, data)
             theta = jax.lax.cond(corrupt, broken_sigma_y, lambda k, s, d: s, key_broken, theta, data)
-            g = geweke_functions(theta, y, light_tailed)  # the draw and the data it conditioned on
+            g = geweke_functions(theta, y, light_y, light_alpha)  # the draw and the data it conditioned on
             mean = theta.alpha[group] + X @ theta.beta
             y = mean + theta.sigma_y * jax.random.normal(key_y, mean.shape, mean.dtype)
             return (theta, y), g
@@ -212,30 +326,34 @@ def successive_conditional(rng_key, theta0, y0, corrupt, *, step, light_tailed, 
 # Compilation dominates the CI-sized runs (seconds per kernel on CPU, against a fraction of a
 # second of sampling): the CI size compiles with XLA's backend optimisation off, which halves the
 # compile time; the slow size compiles normally. Compiled programs are cached by configuration so
-# that the power test reuses the InverseGamma program.
+# that the power test reuses the gibbs InverseGamma program.
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
 _PROGRAMS: dict = {}
 
 
-def successive_program(family: str, num_chains: int, num_steps: int, fast: bool):
-    key = (family, num_chains, num_steps, fast)
+def successive_program(case: Case, num_chains: int, num_steps: int, fast: bool):
+    key = (case, num_chains, num_steps, fast)
     if key not in _PROGRAMS:
-        prior = SCALE_FAMILIES[family]
-        theta0, y0 = draw_joint(np.random.default_rng(0), prior, num_chains)  # shapes only
-        fn = functools.partial(successive_conditional, step=gibbs_step(prior),
-                               light_tailed=family in LIGHT_TAILED, num_steps=num_steps)
+        theta0, y0 = draw_start(np.random.default_rng(0), case, num_chains)  # shapes only
+        light_y, light_alpha = light_tails(case)
+        fn = functools.partial(successive_conditional, step=kernel_step(case), light_y=light_y,
+                               light_alpha=light_alpha, num_steps=num_steps)
         lowered = jax.jit(fn).lower(jax.random.key(0), theta0, y0, jnp.asarray(False))
         _PROGRAMS[key] = lowered.compile(FAST_COMPILE) if fast else lowered.compile()
     return _PROGRAMS[key]
 
 
-def geweke_z(family: str, *, num_chains: int, num_steps: int, seed: int, fast: bool = True,
+def draw_start(rng: np.random.Generator, case: Case, size: int):
+    """Exact draws of the joint the kernel runs on (the expanded one for px)."""
+    return draw_joint(rng, case, size, expanded=case.sampler.startswith("px"))
+
+
+def geweke_z(case: Case, *, num_chains: int, num_steps: int, seed: int, fast: bool = True,
              corrupt: bool = False):
     """z-scores of the differences between the two simulators' means, one per test function."""
-    prior = SCALE_FAMILIES[family]
-    program = successive_program(family, num_chains, num_steps, fast)
-    mean_mc, var_mc = marginal_conditional(prior, family in LIGHT_TAILED, seed=seed)
-    theta0, y0 = draw_joint(np.random.default_rng(seed + 1), prior, num_chains)
+    program = successive_program(case, num_chains, num_steps, fast)
+    mean_mc, var_mc = marginal_conditional(case, seed=seed)
+    theta0, y0 = draw_start(np.random.default_rng(seed + 1), case, num_chains)
     chain_means = program(jax.random.key(seed), theta0, y0, jnp.asarray(corrupt))
     chain_means = np.asarray(chain_means, np.float64)
     mean_sc = chain_means.mean(axis=0)
@@ -247,16 +365,24 @@ def z_crit(num_comparisons: int) -> float:
     return float(stats.norm.isf(FAMILY_ALPHA / (2 * num_comparisons)))
 
 
-def gibbs_step(scale_prior):
-    """The step of ``mg.gibbs`` for the model with the test priors (the data only fixes shapes)."""
+def case_model(case: Case) -> mg.Model:
+    """The model with the test priors (the placeholder data only fix shapes)."""
     design = DESIGN
-    y = np.zeros(design.group.size)
-    model = mg.Model.from_arrays(
-        y, design.X, design.group, design.u,
-        priors={"beta": BETA_PRIOR, "gamma": GAMMA_PRIOR, "sigma_y": scale_prior,
-                "sigma_alpha": scale_prior},
+    return mg.Model.from_arrays(
+        np.zeros(design.group.size), design.X, design.group, design.u,
+        priors={"beta": BETA_PRIOR, "gamma": GAMMA_PRIOR, "sigma_y": SCALE_FAMILIES[case.sigma_y],
+                "sigma_alpha": SCALE_FAMILIES[case.sigma_alpha]},
     )
-    return mg.gibbs(model).step
+
+
+def kernel_step(case: Case):
+    """The step of ``mg.gibbs(model, sampler)`` (or of a test-local broken kernel)."""
+    model = case_model(case)
+    if case.sampler == "collapsed-without-jacobian":
+        return collapsed_step_without_jacobian(model.priors)
+    if case.sampler == "px-xi-independent":
+        return px_step_xi_independent(model.priors)
+    return mg.gibbs(model, sampler=case.sampler).step
 
 
 def broken_sigma_y(rng_key, state, data):
@@ -266,31 +392,112 @@ def broken_sigma_y(rng_key, state, data):
     return state._replace(sigma_y=jnp.sqrt(rss / chi2))
 
 
-def run_geweke(family: str, num_chains: int, num_steps: int, seed: int = 0, fast: bool = True):
-    z = geweke_z(family, num_chains=num_chains, num_steps=num_steps, seed=seed, fast=fast)
-    names = FUNCTION_NAMES + (LIGHT_TAILED_NAMES if family in LIGHT_TAILED else ())
+def collapsed_step_without_jacobian(priors: P.Priors):
+    """The collapsed sweep with a wrong ``sigma_alpha`` step: its slice target lacks the Jacobian.
+
+    Built from the public pieces (``slice_sample``, ``log_marginal_scales``, ``update_locations``,
+    ``update_alpha``, ``update_sigma_y``) in the order of the library's collapsed sweep; it samples
+    ``p(sigma_alpha | sigma_y, y) / sigma_alpha`` instead of ``p(sigma_alpha | sigma_y, y)``.
+    """
+
+    def update_sigma_alpha(rng_key, state, data):
+        def log_target(theta):  # the Jacobian + theta / 2 is missing
+            return log_marginal_scales(state.sigma_y, jnp.exp(0.5 * theta), data, priors)
+
+        theta = slice_sample(rng_key, jnp.log(state.sigma_alpha**2), log_target, 1.0)
+        return state._replace(sigma_alpha=jnp.exp(0.5 * theta))
+
+    return mg.compose([update_sigma_alpha, functools.partial(update_locations, priors=priors),
+                       mg.update_alpha, functools.partial(mg.update_sigma_y, prior=priors.sigma_y)])
+
+
+def px_step_xi_independent(priors: P.Priors):
+    """The px kernel under a half-normal prior with a wrong working prior: ``xi ~ N(0, s^2)``
+    independent of ``sigma_eta ~ Cauchy+(0, 1)`` (the ``xi | sigma_eta`` dependence dropped), so that
+    ``|xi| sigma_eta`` has far heavier tails than the ``N+(0, s)`` prior it should follow."""
+    from mlgibbs.samplers import px as px_module
+
+    right = px_working_prior(priors.sigma_alpha)
+    assert right.xi_given_sigma_eta
+    wrong = right._replace(xi_given_sigma_eta=False)
+    original = px_module.px_working_prior
+    px_module.px_working_prior = lambda prior: wrong
+    try:
+        return px_module.px_kernel(priors).step
+    finally:
+        px_module.px_working_prior = original
+
+
+def run_geweke(case: Case, num_chains: int, num_steps: int, seed: int = 0, fast: bool = True):
+    z = geweke_z(case, num_chains=num_chains, num_steps=num_steps, seed=seed, fast=fast)
+    names = function_names(case)
     assert z.size == len(names)
     crit = z_crit(z.size)
     assert np.all(np.isfinite(z)), z
     bad = {name: round(float(v), 2) for name, v in zip(names, z) if abs(v) >= crit}
-    assert not bad, f"Geweke test under {family} scale priors (threshold {crit:.2f}): {bad}"
+    assert not bad, f"Geweke test of {case} (threshold {crit:.2f}): {bad}"
 
 
 CI_CHAINS, CI_STEPS = 500, 200
 
 
-@pytest.mark.parametrize("family", list(SCALE_FAMILIES))
-def test_geweke(family):
-    run_geweke(family, num_chains=CI_CHAINS, num_steps=CI_STEPS)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_geweke(case):
+    run_geweke(case, num_chains=CI_CHAINS, num_steps=CI_STEPS)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", list(SCALE_FAMILIES))
-def test_geweke_slow(family):
-    run_geweke(family, num_chains=2000, num_steps=1000, seed=1, fast=False)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_geweke_slow(case):
+    run_geweke(case, num_chains=2000, num_steps=1000, seed=1, fast=False)
 
 
 def test_geweke_rejects_a_broken_sampler():
     """The InverseGamma sweep followed by ``sigma_y^2 = RSS / chi2(n + 2)`` must be rejected."""
-    z = geweke_z("InverseGamma", num_chains=CI_CHAINS, num_steps=CI_STEPS, seed=0, corrupt=True)
+    case = Case("gibbs", "InverseGamma", "InverseGamma")
+    z = geweke_z(case, num_chains=CI_CHAINS, num_steps=CI_STEPS, seed=0, corrupt=True)
     assert np.max(np.abs(z)) > z_crit(z.size), np.round(z, 2)
+
+
+def test_geweke_rejects_collapsed_without_jacobian():
+    """A collapsed kernel whose slice steps omit the Jacobian of ``log sigma^2`` must be rejected."""
+    case = Case("collapsed-without-jacobian", "InverseGamma", "InverseGamma")
+    z = geweke_z(case, num_chains=CI_CHAINS // 2, num_steps=CI_STEPS // 2, seed=0)
+    assert np.max(np.abs(z)) > z_crit(z.size), dict(zip(function_names(case), np.round(z, 2)))
+
+
+def test_geweke_rejects_px_with_a_wrong_working_prior():
+    """px under a half-normal prior, with ``xi`` drawn independently of ``sigma_eta``, must be rejected.
+
+    The chains start from exact draws of the right expanded joint, so only the kernel is wrong.
+    """
+    case = Case("px-xi-independent", "HalfNormal", "HalfNormal")
+    z = geweke_z(case, num_chains=CI_CHAINS, num_steps=CI_STEPS, seed=0)
+    assert np.max(np.abs(z)) > z_crit(z.size), dict(zip(function_names(case), np.round(z, 2)))
+
+
+@pytest.mark.parametrize("family", PX_FAMILIES)
+def test_px_start_is_a_draw_of_the_sigma_alpha_prior(family):
+    """``|xi| sigma_eta`` under the working prior of the start follows the ``sigma_alpha`` prior (KS).
+
+    The library's own table (:func:`~mlgibbs.conditionals.px.px_working_prior`) must name the same
+    working prior: otherwise the px chains would not start from an exact draw of the expanded joint
+    that the kernel leaves invariant, and :func:`draw_working` must follow the library.
+    """
+    prior = SCALE_FAMILIES[family]
+    xi, sigma_eta = draw_working(np.random.default_rng(3), prior, 100_000)
+    s = prior.scale
+    if isinstance(prior, P.HalfNormal):
+        cdf = stats.halfnorm(scale=s).cdf
+        expected = (s, P.HalfCauchy(1.0), True)
+    else:
+        nu = 1.0 if isinstance(prior, P.HalfCauchy) else prior.df
+        cdf = lambda x: 2.0 * stats.t.cdf(x / s, nu) - 1.0  # noqa: E731
+        expected = (s, P.InverseGamma(nu / 2, nu / 2), False)
+    assert stats.kstest(np.abs(xi) * sigma_eta, cdf).pvalue > FAMILY_ALPHA / len(PX_FAMILIES)
+    assert tuple(px_working_prior(prior)) == expected
+
+
+def test_px_rejects_an_inverse_gamma_prior_on_sigma_alpha():
+    with pytest.raises(ValueError, match="InverseGamma"):
+        mg.gibbs(case_model(Case("px", "HalfNormal", "InverseGamma")), sampler="px")
