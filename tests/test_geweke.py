@@ -50,7 +50,7 @@ Power
 -----
 Three deliberately broken kernels must be rejected by the same statistic, so the test has power:
 the five-step InverseGamma sweep followed by a redraw ``sigma_y^2 = RSS / chi2(n + 2)`` (the prior
-ignored, and three degrees of freedom more than the uniform-prior draw ``RSS / chi2(n - 1)``); and a
+ignored, and three degrees of freedom more than the uniform-prior draw ``RSS / chi2(n - 1)``); a
 collapsed kernel, assembled here from the library's public pieces in the order of its sweep, whose
 slice step on ``log sigma_alpha^2`` targets the marginal density *without* the Jacobian
 ``log sigma_alpha^2 / 2`` (so it samples a density proportional to
