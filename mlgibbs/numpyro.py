@@ -273,9 +273,10 @@ def run_nuts(
     initial_state: GibbsState | None = None,
     extra_fields: tuple[str, ...] = tuple(_SAMPLE_STATS),
     progress_bar: bool = False,
+    chain_method: str = "vectorized",
     **nuts_kwargs: Any,
 ):
-    """Run NumPyro's NUTS on the model, chains vectorised in one process.
+    """Run NumPyro's NUTS on the model, in one process.
 
     Parameters
     ----------
@@ -284,7 +285,7 @@ def run_nuts(
     model
         A :class:`~mlgibbs.Model`.
     num_chains, num_warmup, num_samples
-        Chains (run with ``chain_method="vectorized"``), adaptation steps and kept draws per chain.
+        Chains, adaptation steps and kept draws per chain.
     centered
         Parametrisation of the group effects (see :func:`numpyro_model`); default non-centred.
     initial_state
@@ -297,6 +298,10 @@ def run_nuts(
         NumPyro state fields to record (see :func:`nuts_inference_data`).
     progress_bar
         Show NumPyro's progress bar.
+    chain_method
+        NumPyro's ``chain_method``: ``"vectorized"`` (default; one ``vmap``, where every chain waits
+        for the longest trajectory of the iteration), ``"sequential"`` (one chain after another,
+        often faster on a CPU) or ``"parallel"`` (one device per chain).
     **nuts_kwargs
         Passed to ``numpyro.infer.NUTS`` (``target_accept_prob``, ``max_tree_depth``,
         ``init_strategy``, ...).
@@ -336,7 +341,7 @@ def run_nuts(
         num_warmup=num_warmup,
         num_samples=num_samples,
         num_chains=num_chains,
-        chain_method="vectorized",
+        chain_method=chain_method,
         progress_bar=progress_bar,
     )
     mcmc.run(key_run, init_params=init_params, extra_fields=tuple(extra_fields))

@@ -15,14 +15,16 @@ prior                      density                                draw
 :class:`InverseGamma`      ``sigma^2 ~ InvGamma(a, b)``           exact: ``InvGamma(a + m/2, b + S/2)``
 :class:`HalfStudentT`      ``sigma ~ t+(nu, s)``                  exact, auxiliary variable
 :class:`HalfCauchy`        ``sigma ~ Cauchy+(0, s)`` (t, nu = 1)  exact, auxiliary variable
-:class:`HalfNormal`        ``sigma ~ N+(0, s)``                   univariate slice step on log sigma^2
+:class:`HalfNormal`        ``sigma ~ N+(0, s)``                   independence Metropolis-Hastings
 =========================  =====================================  ===============================
 
 The auxiliary-variable representation (Wand et al. 2011; Makalic & Schmidt 2016) is
 ``sigma^2 | a ~ InvGamma(nu/2, nu/a)``, ``a ~ InvGamma(1/2, 1/s^2)``, which makes
 ``sigma ~ t+(nu, s)``; both conditionals are inverse-gamma. Under the half-normal prior the
-conditional of ``sigma^2`` is a generalised inverse Gaussian, drawn here by slice sampling (Neal 2003),
-which leaves it invariant.
+conditional of ``sigma^2`` is a generalised inverse Gaussian, updated by one independence
+Metropolis-Hastings step whose inverse-gamma proposal has the target's mode and keeps its likelihood
+factor (:func:`mlgibbs.conditionals.variance.draw_variance_gig`), which leaves it invariant. Any other
+object with a ``log_prob(sigma)`` method is updated by one slice-sampling step (Neal 2003).
 """
 
 from __future__ import annotations
@@ -136,7 +138,7 @@ class HalfCauchy(NamedTuple):
 
 
 class HalfNormal(NamedTuple):
-    """``sigma ~ N+(0, scale)``; the variance is drawn by a slice step on ``log sigma^2``."""
+    """``sigma ~ N+(0, scale)``; the variance is updated by an independence Metropolis-Hastings step."""
 
     scale: float = 1.0
 

@@ -16,7 +16,8 @@ the exact full conditional, which is computed here in NumPy/SciPy float64 from t
   ``p(sigma) sigma^{-m} exp(-S / 2 sigma^2)`` (``S`` summed over the raw terms, prior densities from
   :mod:`scipy.stats`) is normalised by numerical quadrature on a fine ``log sigma`` grid, cross-checked
   with :func:`scipy.integrate.quad`. Uniform and InverseGamma give exact one-shot draws, tested with a
-  Kolmogorov-Smirnov test whatever the current ``sigma``. HalfNormal (one slice step) and
+  Kolmogorov-Smirnov test whatever the current ``sigma``. HalfNormal (one independence
+  Metropolis-Hastings step) and
   HalfStudentT / HalfCauchy (one auxiliary-variable Gibbs cycle, which depends on the current
   ``sigma``) are Markov kernels: they are tested for *invariance* (exact draws of the target in, one
   update, KS test of the output) and for *convergence* (every chain started at one far-off value,
@@ -306,7 +307,7 @@ def scale_setup(which: str, prior):
 def scale_kernel(which: str, prior):
     """``(keys, sigmas) -> sigmas``: one update per entry, ``vmap``-ed, cached per (block, prior).
 
-    The slice step (HalfNormal) is compiled. The other priors are run ``vmap``-ed but not
+    The half-normal step is compiled. The other priors are run ``vmap``-ed but not
     ``jit``-ed: eagerly, the gamma sampler's compiled primitive is shared by every prior and block
     (compiling it inside each ``jit`` costs seconds per call site on CPU), and the batch size is
     always :data:`NUM_DRAWS` so it compiles once.
@@ -319,7 +320,7 @@ def scale_kernel(which: str, prior):
     kernel = jax.vmap(one)
     if not isinstance(prior, P.HalfNormal):
         return kernel
-    # the slice step's while loops must be compiled; XLA's backend optimisation off halves the
+    # compiled (it was a slice step with while loops); XLA's backend optimisation off halves the
     # compile time, which dominates here
     sigmas = jnp.ones(NUM_DRAWS, state.sigma_y.dtype)
     keys = jax.random.split(jax.random.key(0), NUM_DRAWS)
@@ -359,7 +360,7 @@ NUM_CONVERGENCE_UPDATES = 20
 @pytest.mark.parametrize("prior_name", KERNEL_PRIORS)
 @pytest.mark.parametrize("which", ["sigma_y", "sigma_alpha"])
 def test_scale_kernel_invariance_and_convergence(which, prior_name):
-    """HalfNormal (slice) and half-t/Cauchy (auxiliary variable): invariant kernels that move.
+    """HalfNormal (Metropolis-Hastings) and half-t/Cauchy (auxiliary variable): invariant kernels that move.
 
     Two KS comparisons (Bonferroni over 2): one update applied to exact draws of the target
     (inverse CDF of the quadrature) must reproduce it; and :data:`NUM_CONVERGENCE_UPDATES` updates
@@ -374,7 +375,9 @@ def test_scale_kernel_invariance_and_convergence(which, prior_name):
     assert ks_pvalue(exact, target) > 1e-3  # the reference sampler itself
     out = run_scale_update(which, prior, exact, seed=2)
     p_invariance = ks_pvalue(out, target)
-    assert np.mean(out == exact) < 0.01, "the kernel does not move"
+    # the half-normal update is a Metropolis-Hastings step and may reject (here, where the prior
+    # and the six terms of S pull apart, about 14% of the time); an identity kernel keeps all
+    assert np.mean(out == exact) < 0.3, "the kernel hardly moves"
     start = np.full(NUM_DRAWS, target.ppf(1e-4) / 3.0)
     far = run_scale_update(which, prior, start, seed=3, num_updates=NUM_CONVERGENCE_UPDATES)
     p_convergence = ks_pvalue(far, target)
@@ -387,7 +390,7 @@ def test_scale_tests_have_power():
     """The same KS checks reject a sampler that targets a slightly wrong conditional.
 
     (a) exact draws under the uniform prior against the target of the ``1 / sigma`` prior: the
-    ``chi2(J - 1)`` versus ``chi2(J)`` confusion, one degree of freedom; (b) one slice step of the
+    ``chi2(J - 1)`` versus ``chi2(J)`` confusion, one degree of freedom; (b) one step of the
     half-normal kernel with prior scale 0.8 applied to exact draws of the scale-1 target.
     """
     which = "sigma_alpha"

@@ -22,7 +22,9 @@ HalfCauchy(s)               ``N(0, s^2)``                   ``sigma_eta^2 ~ InvG
 ``|xi| sigma_eta`` is then uniform, half-normal (given ``sigma_eta``, ``|xi| sigma_eta ~ N+(0, s)``
 whatever ``sigma_eta`` is, so its own prior only needs to be proper and broad), half-t. Under the
 half-normal prior ``sigma_eta``'s conditional, ``p(sigma_eta) sigma_eta exp(-xi^2 sigma_eta^2 / 2 s^2)``
-times the likelihood of ``eta``, is not conjugate: it is drawn by a slice step. (Fixing
+times the likelihood of ``eta``, is a tilted generalised inverse Gaussian in ``sigma_eta^2``: it is
+updated by an independence Metropolis-Hastings step (:func:`~mlgibbs.conditionals.variance.draw_variance_gig`
+with the half-Cauchy density as the bounded factor). (Fixing
 ``sigma_eta = 1`` would be exact too, but it removes the redundancy: the sampler would be the
 non-centred parametrisation, which mixes badly when the data pin down the group effects.) An
 inverse-gamma prior on ``sigma_alpha^2`` has no such representation: use ``"collapsed"`` or ``"gibbs"``.
@@ -36,7 +38,7 @@ import jax
 import jax.numpy as jnp
 
 from mlgibbs.conditionals._linalg import draw_gaussian_canonical, group_fixed_effect, prior_precision
-from mlgibbs.conditionals.variance import draw_variance
+from mlgibbs.conditionals.variance import draw_variance, draw_variance_gig
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import HalfCauchy, HalfNormal, HalfStudentT, InverseGamma, Priors, Uniform
 
@@ -208,8 +210,16 @@ def update_sigma_eta(rng_key: jax.Array, state: PXState, data: LinearData, worki
     ``sigma_eta`` its density enters the conditional (:class:`_SigmaEtaGivenXi`).
     """
     prior = working.sigma_eta
+    ss = jnp.sum(state.eta**2)
+    num_groups = state.eta.shape[0]
+    if working.xi_given_sigma_eta and isinstance(prior, HalfCauchy):
+        # v = sigma_eta^2: v^{-J/2} exp(-S / 2v - xi^2 v / 2 s^2) / (1 + v / c^2), a tilted GIG
+        c2 = prior.scale**2
+        var = draw_variance_gig(rng_key, 0.5 * num_groups - 1.0, 0.5 * ss,
+                                0.5 * (state.xi / working.xi_scale) ** 2, state.sigma_eta**2,
+                                log_factor=lambda v: -jnp.log1p(v / c2))
+        return state._replace(sigma_eta=jnp.sqrt(var))
     if working.xi_given_sigma_eta:
         prior = _SigmaEtaGivenXi(prior, state.xi, working.xi_scale)
-    ss = jnp.sum(state.eta**2)
-    var = draw_variance(rng_key, prior, ss, state.eta.shape[0], state.sigma_eta**2)
+    var = draw_variance(rng_key, prior, ss, num_groups, state.sigma_eta**2)
     return state._replace(sigma_eta=jnp.sqrt(var))

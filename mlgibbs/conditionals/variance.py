@@ -8,6 +8,8 @@ the draw (see :mod:`mlgibbs.priors` for the table).
 from __future__ import annotations
 
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -21,7 +23,7 @@ from mlgibbs.priors import (
     Uniform,
 )
 
-__all__ = ["draw_variance", "variance_log_conditional"]
+__all__ = ["draw_variance", "draw_variance_gig", "variance_log_conditional"]
 
 
 def _inverse_gamma(rng_key, concentration, rate, dtype):
@@ -42,6 +44,49 @@ def variance_log_conditional(prior: ScalePrior, sum_sq, count):
     return logdensity
 
 
+def draw_variance_gig(
+    rng_key: jax.Array,
+    shape: jax.Array,
+    rate: jax.Array,
+    tilt: jax.Array,
+    variance: jax.Array,
+    log_factor: Callable[[jax.Array], jax.Array] | None = None,
+) -> jax.Array:
+    r"""One independence Metropolis-Hastings step for a (tilted) generalised inverse-gaussian variance.
+
+    Target, for ``v = sigma^2`` (``A = shape``, ``B = rate``, ``C = tilt``, ``r = exp(log_factor)``,
+    bounded):
+
+    .. math:: p(v) \propto v^{-(A + 1)} \exp(-B / v - C v)\, r(v).
+
+    A half-normal prior ``N+(0, s)`` on ``sigma`` with ``m`` Gaussian terms of sum of squares ``S`` gives
+    ``A = (m - 1)/2``, ``B = S/2``, ``C = 1/(2 s^2)``, ``r = 1``. The proposal is the inverse gamma
+    ``InvGamma(a, B)`` with ``a = A + C v*``, where ``v* = 2B / (A + sqrt(A^2 + 4BC))`` is the mode of
+    the target in ``log v`` (the root of ``C v^2 + A v - B = 0``): it keeps the likelihood factor
+    ``exp(-B / v)`` exactly and has the same mode. The importance weight
+    ``w(v) = v^{C v*} exp(-C v) r(v)`` is bounded (its maximum, for ``r = 1``, is at ``v*``), so the
+    chain is uniformly ergodic; a proposal is accepted with probability ``min(1, w(v') / w(v))``.
+    When the data dominate (``C v* << A``) the proposal is the target and almost every move is
+    accepted (radon, ``sigma_y``: acceptance above 99%); when the prior dominates, the proposal is
+    about ``sqrt(2)`` times wider than the target in ``log v``. Unlike a slice step, the cost is
+    fixed: one gamma draw and one uniform, no loop, which matters under ``vmap``.
+    """
+    dtype = jnp.result_type(rate, variance)
+    shape = jnp.asarray(shape, dtype)
+    v_star = 2.0 * rate / (shape + jnp.sqrt(shape**2 + 4.0 * rate * tilt))
+    a = shape + tilt * v_star
+    key_prop, key_accept = jax.random.split(rng_key)
+    proposal = _inverse_gamma(key_prop, a, rate, dtype)
+
+    def log_weight(v):
+        lw = tilt * v_star * jnp.log(v) - tilt * v
+        return lw if log_factor is None else lw + log_factor(v)
+
+    log_ratio = log_weight(proposal) - log_weight(variance)
+    accept = jnp.log(jax.random.uniform(key_accept, (), dtype)) < log_ratio
+    return jnp.where(accept & jnp.isfinite(proposal) & (proposal > 0), proposal, variance)
+
+
 def draw_variance(
     rng_key: jax.Array, prior: ScalePrior, sum_sq: jax.Array, count, variance: jax.Array
 ) -> jax.Array:
@@ -54,8 +99,12 @@ def draw_variance(
       auxiliary :math:`a \mid \sigma^2 \sim \mathrm{InvGamma}((\nu+1)/2,\ \nu/\sigma^2 + 1/s^2)`, then
       :math:`\sigma^2 \mid a \sim \mathrm{InvGamma}((\nu + m)/2,\ \nu/a + S/2)` (exact two-block
       Gibbs; ``a`` is redrawn each time from its full conditional, so it is not kept in the state).
-    * :class:`~mlgibbs.priors.HalfNormal`, and any other prior object with a ``log_prob(sigma)``
-      method: one slice-sampling transition on ``log sigma^2`` (leaves the conditional invariant).
+    * :class:`~mlgibbs.priors.HalfNormal` ``(s)``: the conditional is a generalised inverse gaussian,
+      :math:`p(\sigma^2) \propto (\sigma^2)^{-(m+1)/2} \exp(-S / 2\sigma^2 - \sigma^2 / 2s^2)`; one
+      independence Metropolis-Hastings step with an inverse-gamma proposal of the same mode
+      (:func:`draw_variance_gig`; leaves the conditional invariant, near-exact when the data dominate).
+    * any other prior object with a ``log_prob(sigma)`` method: one slice-sampling transition on
+      ``log sigma^2`` (leaves the conditional invariant).
 
     Parameters
     ----------
@@ -89,7 +138,10 @@ def draw_variance(
         nu, s = prior.df, prior.scale
         aux = _inverse_gamma(key_aux, 0.5 * (nu + 1.0), nu / variance + 1.0 / s**2, dtype)
         return _inverse_gamma(key_var, 0.5 * (nu + count), nu / aux + 0.5 * sum_sq, dtype)
-    if isinstance(prior, HalfNormal) or hasattr(prior, "log_prob"):
+    if isinstance(prior, HalfNormal):
+        return draw_variance_gig(rng_key, 0.5 * (count - 1.0), 0.5 * sum_sq,
+                                 0.5 / jnp.asarray(prior.scale, dtype) ** 2, variance)
+    if hasattr(prior, "log_prob"):
         logdensity = variance_log_conditional(prior, sum_sq, count)
         width = 3.0 * jnp.sqrt(2.0 / (count + 1.0)) + 0.1
         theta = slice_sample(rng_key, jnp.log(variance), logdensity, width)

@@ -10,7 +10,8 @@ One sweep draws, in turn, from the full conditionals
 
 each an update of :mod:`mlgibbs.conditionals`. Blocks the model does not have are skipped: without
 a grouping factor the sweep is ``beta, sigma_y`` (Bayesian linear regression). Every draw is exact
-except the variance under a half-normal prior, which is one slice-sampling transition.
+except the variance under a half-normal prior, which is one independence Metropolis-Hastings step
+(:func:`~mlgibbs.conditionals.variance.draw_variance_gig`).
 
 It is the right choice as a transparent baseline and when ``sigma_alpha`` is not small next to
 ``sigma_y / sqrt(n_j)``; when the group effects are strongly shrunk it mixes slowly (``alpha`` and
