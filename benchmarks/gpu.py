@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "gpu_results.json")
-    parser.add_argument("--samplers", nargs="*", default=["collapsed", "gibbs"])
+    parser.add_argument("--samplers", nargs="*", default=sorted(mg.SAMPLERS))
     args = parser.parse_args(argv)
     chains = 100 if args.smoke else 10_000
     big_n = 100_000 if args.smoke else 10_000_000

@@ -57,21 +57,25 @@ def slice_sample(
     steps_left = jnp.floor(max_steps * jax.random.uniform(key_split, (), dtype))
     steps_right = (max_steps - 1) - steps_left
 
-    def step_out(direction):
-        def cond(carry):
-            edge, budget = carry
-            return (budget > 0) & (logdensity_fn(edge) > log_level)
+    # The loop condition is computed in the body and carried, never recomputed in ``cond``: under
+    # ``vmap`` a batched while loop evaluates the predicate twice (to stop, and to select which lanes
+    # take the body's result), and two compilations of ``logdensity_fn(edge) > log_level`` can round
+    # differently in float32 when the density at the edge is within rounding of the level; the loop
+    # then never ends (seen with 1,000 chains of the collapsed sampler).
+    def outside(edge, budget):
+        return (budget > 0) & (logdensity_fn(edge) > log_level)
 
+    def step_out(edge, budget, direction):
         def body(carry):
-            edge, budget = carry
-            return edge + direction * width, budget - 1
+            edge, budget, _ = carry
+            edge, budget = edge + direction * width, budget - 1
+            return edge, budget, outside(edge, budget)
 
-        return cond, body
+        edge, _, _ = jax.lax.while_loop(lambda carry: carry[2], body, (edge, budget, outside(edge, budget)))
+        return edge
 
-    cond_l, body_l = step_out(-1.0)
-    left, _ = jax.lax.while_loop(cond_l, body_l, (left, steps_left))
-    cond_r, body_r = step_out(1.0)
-    right, _ = jax.lax.while_loop(cond_r, body_r, (right, steps_right))
+    left = step_out(left, steps_left, -1.0)
+    right = step_out(right, steps_right, 1.0)
 
     def shrink_cond(carry):
         _, _, _, _, accepted, count = carry

@@ -1,0 +1,35 @@
+"""The benchmark scripts run (smoke sizes): they are not timed here, only kept from rotting.
+
+``benchmarks/gpu.py --smoke`` runs the GPU check's code at CPU-friendly sizes (100 chains on radon,
+n = 1e5) for the default sampler and writes its results file; every row must report a finite
+sampling time and ESS. Speed itself is measured by ``benchmarks/run.py``, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_script_smoke(tmp_path):
+    gpu = _load("gpu")
+    out = tmp_path / "gpu_results.json"
+    assert gpu.main(["--smoke", "--samplers", "px", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    runs = result["runs"]
+    assert [(r["sampler"], r["num_chains"]) for r in runs] == [("px", 100), ("px", 4)]
+    assert runs[1]["n"] == 100_000
+    for r in runs:
+        assert math.isfinite(r["sample_s"]) and r["sample_s"] > 0
+        assert r["min_ess_bulk"] > 0 and r["max_rhat"] < 1.1, r
