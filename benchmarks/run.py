@@ -257,6 +257,8 @@ def main(argv=None) -> int:
     parser.add_argument("--samplers", nargs="*", default=sorted(mg.SAMPLERS))
     parser.add_argument("--nuts-max-n", type=int, default=1_000_000,
                         help="run NUTS only up to this n (a NUTS run at n = 1e6 takes over half an hour on 2 cores)")
+    parser.add_argument("--runs-from", type=Path, default=None,
+                        help="take the radon and synthetic rows from this JSON ({'runs': [...]}) instead of running them")
     args = parser.parse_args(argv)
     log = lambda s: print(s, flush=True)  # noqa: E731
     num_chains, num_warmup, num_draws = 4, 500, 1000
@@ -264,11 +266,17 @@ def main(argv=None) -> int:
     rows = []
     started = time.perf_counter()
 
-    log("radon Minnesota")
     radon = mg.Model.from_formula("log_radon ~ floor + log_uranium + (1 | county)",
                                   mg.datasets.load_radon(), priors=PRIORS)
-    rows += bench_problem("radon", radon, args.samplers, num_chains=num_chains, num_warmup=num_warmup,
-                          num_draws=num_draws, nuts_draws=500 if args.quick else 1000, log=log)
+    runs_source = None
+    if args.runs_from is not None:
+        loaded = json.loads(args.runs_from.read_text())
+        rows, runs_source = loaded["runs"], loaded.get("source", str(args.runs_from))
+        sizes = []
+    else:
+        log("radon Minnesota")
+        rows += bench_problem("radon", radon, args.samplers, num_chains=num_chains, num_warmup=num_warmup,
+                              num_draws=num_draws, nuts_draws=500 if args.quick else 1000, log=log)
     for n in sizes:
         log(f"synthetic n={n:,}")
         t0 = time.perf_counter()
@@ -293,7 +301,8 @@ def main(argv=None) -> int:
 
     result = {
         "command": "python benchmarks/run.py" + (" --quick" if args.quick else "")
-                   + (f" --nuts-max-n {args.nuts_max_n}" if args.nuts_max_n != 1_000_000 else ""),
+                   + (f" --nuts-max-n {args.nuts_max_n}" if args.nuts_max_n != 1_000_000 else "")
+                   + (f" --runs-from {args.runs_from}" if args.runs_from else ""),
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
                     "cpu_count": os.cpu_count(), "jax": jax.__version__, "backend": jax.default_backend(),
@@ -301,6 +310,7 @@ def main(argv=None) -> int:
         "dtype": str(jnp.zeros(()).dtype),
         "priors": {k: repr(v) for k, v in PRIORS.items()},
         "runs": rows,
+        "runs_source": runs_source or "this run",
         "many_chains": many,
         "many_groups": big_groups,
         "total_s": time.perf_counter() - started,
