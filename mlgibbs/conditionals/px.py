@@ -82,27 +82,13 @@ class WorkingPrior(NamedTuple):
     """Priors on ``(xi, sigma_eta)`` implied by a prior on ``sigma_alpha``.
 
     ``xi ~ N(0, xi_scale^2)`` (``inf``: flat), or ``N(0, xi_scale^2 / sigma_eta^2)`` when
-    ``xi_given_sigma_eta``; ``sigma_eta`` has the scale prior ``sigma_eta``.
+    ``xi_given_sigma_eta`` (then ``sigma_eta`` must be half-Cauchy); ``sigma_eta`` has the scale prior
+    ``sigma_eta``.
     """
 
     xi_scale: float
     sigma_eta: object
     xi_given_sigma_eta: bool = False
-
-
-class _SigmaEtaGivenXi(NamedTuple):
-    """Conditional prior factor of ``sigma_eta`` when ``xi | sigma_eta ~ N(0, s^2 / sigma_eta^2)``.
-
-    ``log p(sigma_eta) + log sigma_eta - xi^2 sigma_eta^2 / (2 s^2)`` (the second and third terms are
-    the density of ``xi`` as a function of ``sigma_eta``).
-    """
-
-    base: object
-    xi: jax.Array
-    xi_scale: float
-
-    def log_prob(self, sigma):
-        return self.base.log_prob(sigma) + jnp.log(sigma) - 0.5 * (self.xi * sigma / self.xi_scale) ** 2
 
 
 def px_working_prior(prior) -> WorkingPrior:
@@ -206,20 +192,22 @@ def update_xi(rng_key: jax.Array, state: PXState, data: LinearData, xi_scale: fl
 def update_sigma_eta(rng_key: jax.Array, state: PXState, data: LinearData, working: WorkingPrior) -> PXState:
     r"""Draw ``sigma_eta`` given ``eta`` (sum of squares ``sum_j eta_j^2`` over the ``J`` groups).
 
-    Under the working prior of :func:`px_working_prior`; when ``xi``'s prior depends on
-    ``sigma_eta`` its density enters the conditional (:class:`_SigmaEtaGivenXi`).
+    Under the working prior of :func:`px_working_prior`. When ``xi | sigma_eta ~ N(0, s^2 / sigma_eta^2)``
+    (the half-normal case, ``sigma_eta ~ Cauchy+(0, c)``), ``xi``'s density enters the conditional:
+    for ``v = sigma_eta^2``, ``p(v | eta, xi) ∝ v^{-J/2} exp(-S / 2v - xi^2 v / 2 s^2) / (1 + v / c^2)``,
+    a tilted generalised inverse Gaussian, updated by
+    :func:`~mlgibbs.conditionals.variance.draw_variance_gig`.
     """
     prior = working.sigma_eta
     ss = jnp.sum(state.eta**2)
     num_groups = state.eta.shape[0]
-    if working.xi_given_sigma_eta and isinstance(prior, HalfCauchy):
-        # v = sigma_eta^2: v^{-J/2} exp(-S / 2v - xi^2 v / 2 s^2) / (1 + v / c^2), a tilted GIG
+    if not working.xi_given_sigma_eta:
+        var = draw_variance(rng_key, prior, ss, num_groups, state.sigma_eta**2)
+    elif isinstance(prior, HalfCauchy):
         c2 = prior.scale**2
         var = draw_variance_gig(rng_key, 0.5 * num_groups - 1.0, 0.5 * ss,
                                 0.5 * (state.xi / working.xi_scale) ** 2, state.sigma_eta**2,
                                 log_factor=lambda v: -jnp.log1p(v / c2))
-        return state._replace(sigma_eta=jnp.sqrt(var))
-    if working.xi_given_sigma_eta:
-        prior = _SigmaEtaGivenXi(prior, state.xi, working.xi_scale)
-    var = draw_variance(rng_key, prior, ss, num_groups, state.sigma_eta**2)
+    else:
+        raise TypeError(f"xi | sigma_eta working priors need a HalfCauchy prior on sigma_eta, got {prior!r}")
     return state._replace(sigma_eta=jnp.sqrt(var))
