@@ -13,6 +13,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from mlgibbs import random
 from mlgibbs.conditionals.slice import slice_sample
 from mlgibbs.priors import (
     HalfCauchy,
@@ -27,7 +28,7 @@ __all__ = ["draw_variance", "draw_variance_gig", "variance_log_conditional"]
 
 
 def _inverse_gamma(rng_key, concentration, rate, dtype):
-    return rate / jax.random.gamma(rng_key, jnp.asarray(concentration, dtype), (), dtype)
+    return rate / random.gamma(rng_key, concentration, dtype)
 
 
 def variance_log_conditional(prior: ScalePrior, sum_sq, count):
@@ -127,7 +128,7 @@ def draw_variance(
     dtype = jnp.result_type(sum_sq)
     count = jnp.asarray(count, dtype)
     if isinstance(prior, Uniform):
-        chi2 = 2.0 * jax.random.gamma(rng_key, 0.5 * (count - 1.0), (), dtype)
+        chi2 = random.chi2(rng_key, count - 1.0, dtype)
         return sum_sq / chi2
     if isinstance(prior, InverseGamma):
         return _inverse_gamma(rng_key, prior.concentration + 0.5 * count, prior.rate + 0.5 * sum_sq, dtype)
