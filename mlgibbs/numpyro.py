@@ -214,7 +214,7 @@ def numpyro_model(model, centered: bool = False) -> Callable[[], None]:
     has_groups = model.group_index is not None
     if has_groups:
         group = jnp.asarray(model.group_index)
-        U = jnp.asarray(model.data.groups.U, dtype)
+        U = jnp.asarray(model.U, dtype)
         J, q = U.shape
 
     def model_fn() -> None:
@@ -257,7 +257,7 @@ def _initial_params(model_fn, model, states: GibbsState, centered: bool) -> dict
         else:
             centre = 0.0
             if states.gamma is not None:
-                centre = states.gamma @ jnp.asarray(model.data.groups.U, model.dtype).T
+                centre = states.gamma @ jnp.asarray(model.U, model.dtype).T
             params[NONCENTRED_SITE] = (states.alpha - centre) / states.sigma_alpha[:, None]
     return jax.vmap(lambda prm: unconstrain_fn(model_fn, (), {}, prm))(params)
 
@@ -289,7 +289,8 @@ def run_nuts(
     centered
         Parametrisation of the group effects (see :func:`numpyro_model`); default non-centred.
     initial_state
-        Starting values as a :class:`~mlgibbs.GibbsState` with a leading chain axis. ``None``
+        Starting values as a :class:`~mlgibbs.GibbsState` with a leading chain axis, in the user's
+        coordinates (as :func:`mlgibbs.sample` reports draws). ``None``
         (default): the same over-dispersed starts :func:`mlgibbs.sample` draws (``kernel.init``),
         which sit near the least-squares fit; NumPyro's own default (uniform on ``(-2, 2)`` in the
         unconstrained space) can start far out under flat priors. Ignored when ``init_strategy``
@@ -331,7 +332,7 @@ def run_nuts(
     if "init_strategy" not in nuts_kwargs:
         if initial_state is None:
             keys = jax.random.split(key_init, num_chains)
-            initial_state = jax.vmap(gibbs(model).init, in_axes=(0, None))(keys, model.data)
+            initial_state = model.to_user(jax.vmap(gibbs(model).init, in_axes=(0, None))(keys, model.data))
         initial_state = jax.tree.map(lambda a: jnp.asarray(a, model.dtype), initial_state)
         init_params = _initial_params(model_fn, model, initial_state, centered)
         if num_chains == 1:
@@ -381,12 +382,13 @@ def nuts_inference_data(mcmc, model, *, log_likelihood: bool = True):
     samples = mcmc.get_samples(group_by_chain=True)
 
     def get(name):
-        return jnp.asarray(samples[name], model.dtype) if name in samples else None
+        return np.asarray(samples[name], np.float64) if name in samples else None
 
     draws = GibbsState(alpha=get("alpha"), beta=get("beta"), gamma=get("gamma"),
                        sigma_y=get("sigma_y"), sigma_alpha=get("sigma_alpha"))
-    lp = jax.jit(jax.vmap(jax.vmap(lambda s: log_joint(s, model.data, model.priors))))(draws)
-    stats = {"lp": lp}
+    kernel_draws = jax.tree.map(lambda a: jnp.asarray(a, model.dtype), model.to_kernel(draws))
+    lp = jax.jit(jax.vmap(jax.vmap(lambda s: log_joint(s, model.data, model.priors))))(kernel_draws)
+    stats = {"lp": np.asarray(lp, np.float64)}
     extra = mcmc.get_extra_fields(group_by_chain=True)
     for field, name in _SAMPLE_STATS.items():
         if field in extra:
@@ -394,10 +396,12 @@ def nuts_inference_data(mcmc, model, *, log_likelihood: bool = True):
 
     loglik = None
     if log_likelihood:
-        y = jnp.asarray(model.y, model.dtype)
-        X = jnp.asarray(model.X, model.dtype)
+        y = jnp.asarray(model.kernel_y, model.dtype)
+        X = jnp.asarray(model.kernel_X, model.dtype)
         group = None if model.group_index is None else jnp.asarray(model.group_index)
-        loglik = jax.lax.map(jax.vmap(lambda s: pointwise_log_likelihood(s, y, X, group)), draws)
+        k = model.standardization.y_scale
+        loglik = jax.lax.map(jax.vmap(lambda s: pointwise_log_likelihood(s, y, X, group, k)), kernel_draws)
+        loglik = np.asarray(loglik, np.float64)
 
     attrs = {
         "inference_library": "numpyro",

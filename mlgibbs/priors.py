@@ -32,7 +32,9 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Union
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import gammaln
 
 __all__ = [
@@ -46,6 +48,10 @@ __all__ = [
     "Priors",
     "CoefficientPrior",
     "ScalePrior",
+    "LocationPrior",
+    "flat_location_prior",
+    "scale_prior",
+    "check_prior",
 ]
 
 
@@ -149,6 +155,94 @@ class HalfNormal(NamedTuple):
 
 CoefficientPrior = Union[Flat, Normal]
 ScalePrior = Union[Uniform, InverseGamma, HalfNormal, HalfCauchy, HalfStudentT]
+
+
+class LocationPrior(NamedTuple):
+    r"""The joint Gaussian prior of the location vector ``theta = (beta, gamma)`` as a kernel sees it.
+
+    .. math:: \log p(\theta) = -\tfrac12 (\theta - m)' P (\theta - m) + c
+
+    The user's priors are independent per coefficient (:class:`Flat` or :class:`Normal`); a model
+    maps them into the coordinates its kernels work in (centred, whitened: see
+    :mod:`mlgibbs.models.standardize`), where they become one dense Gaussian in canonical form, with
+    precision 0 along flat directions. It lives in the data pytree (``data.location_prior``), so its
+    numbers are traced, not compiled in: a model with other prior values reuses compiled programs.
+
+    Attributes
+    ----------
+    mean
+        ``m``, shape ``(d,)`` (``d = p + q``); any value along flat directions.
+    precision
+        ``P``, shape ``(d, d)``, symmetric positive semi-definite (0 for a flat prior).
+    log_normalizer
+        ``c``, shape ``()``: the log normalising constant of the proper part in the *user's*
+        coordinates (``sum_k -log s_k - log(2 pi)/2`` over coefficients with a Normal prior), so that
+        :func:`mlgibbs.log_joint` is the log density of the user's parametrisation.
+    """
+
+    mean: jax.Array
+    precision: jax.Array
+    log_normalizer: jax.Array
+
+    def log_prob(self, theta):
+        r = theta - self.mean
+        return self.log_normalizer - 0.5 * jnp.einsum("...i,ij,...j->...", r, self.precision, r)
+
+
+def flat_location_prior(size: int, dtype) -> LocationPrior:
+    """A flat prior on ``size`` location coefficients (precision 0)."""
+    return LocationPrior(jnp.zeros((size,), dtype), jnp.zeros((size, size), dtype), jnp.zeros((), dtype))
+
+
+def scale_prior(prior, factor: float):
+    """The prior of ``sigma / factor`` when ``sigma`` has prior ``prior`` (``factor > 0``).
+
+    Every scale family here is closed under scaling: ``Uniform`` stays uniform, the scale parameter
+    of the half-normal, half-t and half-Cauchy is divided by ``factor``, and the inverse-gamma rate on
+    ``sigma^2`` by ``factor^2``. ``factor = 1`` returns ``prior`` itself.
+    """
+    if factor == 1.0:
+        return prior
+    if isinstance(prior, Uniform):
+        return prior
+    if isinstance(prior, InverseGamma):
+        return InverseGamma(prior.concentration, prior.rate / factor**2)
+    if isinstance(prior, HalfCauchy):
+        return HalfCauchy(prior.scale / factor)
+    if isinstance(prior, HalfStudentT):
+        return HalfStudentT(prior.df, prior.scale / factor)
+    if isinstance(prior, HalfNormal):
+        return HalfNormal(prior.scale / factor)
+    raise TypeError(f"cannot rescale the scale prior {prior!r}; expected one of Uniform, InverseGamma, "
+                    "HalfNormal, HalfCauchy, HalfStudentT")
+
+
+def _positive(value, what: str, allow_inf: bool = False) -> None:
+    arr = np.asarray(value, dtype=float)
+    ok = (arr > 0) & (np.isfinite(arr) | allow_inf) & ~np.isnan(arr)
+    if not np.all(ok):
+        raise ValueError(f"{what} must be positive{'' if allow_inf else ' and finite'}, got {value!r}")
+
+
+def check_prior(prior, block: str) -> None:
+    """Raise a ValueError naming ``block`` when a prior's parameters are out of range.
+
+    A non-positive scale, degrees of freedom, shape or rate, or a NaN, would make the prior improper
+    or undefined and the draws meaningless; it is refused when the model is built.
+    """
+    if isinstance(prior, Normal):
+        loc = np.asarray(prior.loc, dtype=float)
+        if not np.all(np.isfinite(loc)):
+            raise ValueError(f"priors[{block!r}]: Normal loc must be finite, got {prior.loc!r}")
+        _positive(prior.scale, f"priors[{block!r}]: Normal scale (inf for a flat coefficient)", allow_inf=True)
+    elif isinstance(prior, InverseGamma):
+        _positive(prior.concentration, f"priors[{block!r}]: InverseGamma concentration")
+        _positive(prior.rate, f"priors[{block!r}]: InverseGamma rate")
+    elif isinstance(prior, HalfStudentT):
+        _positive(prior.df, f"priors[{block!r}]: HalfStudentT df")
+        _positive(prior.scale, f"priors[{block!r}]: HalfStudentT scale")
+    elif isinstance(prior, (HalfCauchy, HalfNormal)):
+        _positive(prior.scale, f"priors[{block!r}]: {type(prior).__name__} scale")
 
 
 class Priors(NamedTuple):

@@ -59,9 +59,9 @@ def data_set(seed=3):
 def build(priors, grouped=True):
     y, X, group, U = data_set()
     if grouped:
-        return mg.Model.from_arrays(y, X, group, U[:, 1:], priors=priors, dtype=np.float64)
+        return mg.Model.from_arrays(y, X, group, U[:, 1:], priors=priors, dtype=np.float64, standardize=False)
     Xi = np.column_stack([np.ones_like(y), X])
-    return mg.Model.from_arrays(y, Xi, priors=priors, dtype=np.float64)
+    return mg.Model.from_arrays(y, Xi, priors=priors, dtype=np.float64, standardize=False)
 
 
 def dense_log_marginal(model, sigma_y, sigma_alpha, b_loc, b_scale, g_loc, g_scale):

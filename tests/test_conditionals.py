@@ -101,9 +101,9 @@ def grouped_arrays(seed: int = 11):
 def grouped_model(with_gamma: bool = True, priors=None):
     y, X, group, u, U = grouped_arrays()
     if with_gamma:
-        model = mg.Model.from_arrays(y, X, group, u, priors=priors, dtype=np.float64)
+        model = mg.Model.from_arrays(y, X, group, u, priors=priors, dtype=np.float64, standardize=False)
     else:
-        model = mg.Model.from_arrays(y, X, group, None, intercept=False, priors=priors,
+        model = mg.Model.from_arrays(y, X, group, None, intercept=False, priors=priors, standardize=False,
                                      dtype=np.float64)
         U = np.zeros((U.shape[0], 0))
     np.testing.assert_array_equal(model.group_index, group)
@@ -115,7 +115,7 @@ def pooled_model(priors=None):
     n = 40
     X = np.column_stack([np.ones(n), rng.normal(size=(n, 2))])
     y = X @ np.array([0.3, 1.0, -0.5]) + 0.7 * rng.normal(size=n)
-    return mg.Model.from_arrays(y, X, priors=priors, dtype=np.float64), (y, X)
+    return mg.Model.from_arrays(y, X, priors=priors, dtype=np.float64, standardize=False), (y, X)
 
 
 def grouped_state(with_gamma: bool = True) -> mg.GibbsState:
@@ -427,7 +427,7 @@ def test_sums_of_squares_float64():
     expected = np.sum((np.asarray(state.alpha) - U @ np.asarray(state.gamma)) ** 2)
     np.testing.assert_allclose(ss, expected, rtol=1e-12)
 
-    no_x = mg.Model.from_arrays(y, None, group, U[:, 1:], dtype=np.float64)
+    no_x = mg.Model.from_arrays(y, None, group, U[:, 1:], dtype=np.float64, standardize=False)
     s = state._replace(beta=None)
     np.testing.assert_allclose(float(residual_sum_of_squares(s, no_x.data)),
                                direct_rss(s, y, X, group), rtol=1e-12)
@@ -499,7 +499,7 @@ def check_rss_float32(path):
                             beta=beta + step, gamma=None, sigma_y=1.0, sigma_alpha=1.0)
     state32 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), state64)
     if path == "model":
-        model = mg.Model.from_arrays(y, X, group, None, dtype=np.float32)
+        model = mg.Model.from_arrays(y, X, group, None, dtype=np.float32, standardize=False)
         data = model.data
         y_ref, X_ref = y, X
     else:

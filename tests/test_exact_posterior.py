@@ -188,37 +188,74 @@ def flatten(state):
                           axis=-1)
 
 
+def to_kernel(model, state):
+    """A user-coordinate state in the model's kernel coordinates (JAX, the model's dtype)."""
+    return jax.tree.map(lambda a: jnp.asarray(a, model.dtype), model.to_kernel(state))
+
+
+def to_user(model, state):
+    return model.to_user(mg.GibbsState(*(getattr(state, f) for f in mg.GibbsState._fields)))
+
+
+def kernel_map(model, J, p, q):
+    """``(M, b)`` with ``flatten(kernel state) = M flatten(user state) + b`` (the model's affine map)."""
+    def image(vec):
+        st = mg.GibbsState(alpha=vec[:J], beta=vec[J:J + p], gamma=vec[J + p:], sigma_y=np.float64(1.0),
+                           sigma_alpha=np.float64(1.0))
+        return flatten(model.to_kernel(st))
+
+    b = image(np.zeros(J + p + q))
+    M = np.column_stack([image(e) - b for e in np.eye(J + p + q)])
+    return M, b
+
+
+#: the standardized case runs on data whose predictors are far from centred and whose response is
+#: offset, so that the model's affine map (and the prior cross terms it creates) is far from trivial
+OFFSETS = {False: (0.0, 0.0), True: (3.0, 40.0)}
+
+
+@pytest.mark.parametrize("standardize", [False, True], ids=["raw", "standardized"])
 @pytest.mark.parametrize("prior_name", sorted(PRIORS))
-def test_gaussian_blocks_match_exact_posterior(prior_name):
+def test_gaussian_blocks_match_exact_posterior(prior_name, standardize):
+    """The five-step location sweep with the scales fixed, in the user's coordinates (``raw``) and in
+    the model's centred and whitened ones (``standardized``: the start is mapped in, the draws back
+    out, and the user's independent priors ride along as one joint prior in those coordinates)."""
     prior_beta, prior_gamma = PRIORS[prior_name]
     y, X, group, u, U = data_set()
-    model = mg.Model.from_arrays(y, X, group, u, dtype=np.float64,
+    x_offset, y_offset = OFFSETS[standardize]
+    X, y = X + x_offset, y + y_offset
+    model = mg.Model.from_arrays(y, X, group, u, dtype=np.float64, standardize=standardize,
                                  priors={"beta": prior_beta, "gamma": prior_gamma})
     np.testing.assert_array_equal(model.group_index, group)
     Q, mean = joint_posterior(y, X, group, U, prior_beta, prior_gamma)
     cov = np.linalg.inv(Q)
-    sd = np.sqrt(np.diag(cov))
 
     J, p, q = U.shape[0], X.shape[1], U.shape[1]
-    start = mg.GibbsState(alpha=jnp.full(J, -5.0), beta=jnp.full(p, 5.0), gamma=jnp.full(q, 5.0),
-                          sigma_y=jnp.asarray(SIGMA_Y), sigma_alpha=jnp.asarray(SIGMA_ALPHA))
+    # the same Gaussian in the kernel's coordinates: what the sweep's rate and burn-in depend on
+    M, b = kernel_map(model, J, p, q)
+    M_inv = np.linalg.inv(M)
+    Q_k, mean_k = M_inv.T @ Q @ M_inv, M @ mean + b
+    sd_k = np.sqrt(np.diag(np.linalg.inv(Q_k)))
+    kernel_start = np.r_[np.full(J, -5.0), np.full(p + q, 5.0)]  # far out, in the kernel's coordinates
+    centre = M_inv @ (kernel_start - b)
+    start = mg.GibbsState(alpha=jnp.asarray(centre[:J]), beta=jnp.asarray(centre[J:J + p]),
+                          gamma=jnp.asarray(centre[J + p:]), sigma_y=jnp.asarray(SIGMA_Y),
+                          sigma_alpha=jnp.asarray(SIGMA_ALPHA))
     # the remaining bias after the short burn-in, in posterior sds, is far below the MC error
-    rho = gibbs_rate(Q, (J, p, q))
-    distance = np.max(np.abs(flatten(start) - mean) / sd)
+    rho = gibbs_rate(Q_k, (J, p, q))
+    distance = np.max(np.abs(flatten(model.to_kernel(start)) - mean_k) / sd_k)
     assert distance * rho**BURN_IN < 1e-3 / np.sqrt(NUM_CHAINS), (
         f"burn-in {BURN_IN} too short: rate {rho:.3f}, start {distance:.1f} sd away")
 
-    step = mg.compose([
-        mg.update_alpha,
-        functools.partial(mg.update_beta, prior=model.priors.beta),
-        functools.partial(mg.update_gamma, prior=model.priors.gamma),
-    ])
+    step = mg.compose([mg.update_alpha, mg.update_beta, mg.update_gamma])  # priors: from model.data
+    start = to_kernel(model, start)
     # compile time dominates on CPU; XLA's backend optimisation off halves it (same program)
     program = jax.jit(functools.partial(run_chains, step=step, burn_in=BURN_IN)).lower(
         jax.random.key(2024), start, model.data).compile(FAST_COMPILE)
     short, long = program(jax.random.key(2024), start, model.data)
     for name, state in (("short", short), ("long", long)):
-        np.testing.assert_array_equal(np.asarray(state.sigma_y), SIGMA_Y)  # the scales stay fixed
+        state = to_user(model, state)
+        np.testing.assert_allclose(np.asarray(state.sigma_y), SIGMA_Y, rtol=1e-12)  # the scales stay fixed
         assert_gaussian(flatten(state), mean, cov, f"{prior_name} priors, {name} burn-in")
 
 
@@ -239,19 +276,23 @@ def px_transform(J, p, U, xi):
     return T
 
 
+@pytest.mark.parametrize("standardize", [False, True], ids=["raw", "standardized"])
 @pytest.mark.parametrize("prior_name", [
     "Normal",  # distinct priors on beta and gamma: their order in the joint block is checked
     pytest.param("Flat", marks=pytest.mark.slow),
 ])
-def test_px_location_blocks_match_exact_posterior(prior_name):
-    """The px sweep ``[update_eta, update_beta_gamma]`` with ``sigma_y``, ``xi``, ``sigma_eta`` fixed."""
+def test_px_location_blocks_match_exact_posterior(prior_name, standardize):
+    """The px sweep ``[update_eta, update_beta_gamma]`` with ``sigma_y``, ``xi``, ``sigma_eta`` fixed,
+    in the user's and in the model's standardized coordinates (``alpha - U gamma = xi eta`` is the
+    same in both when the response is not rescaled, as here)."""
     from mlgibbs.conditionals.px import PXState, update_beta_gamma, update_eta
 
     assert abs(XI) * SIGMA_ETA == pytest.approx(SIGMA_ALPHA)
     prior_beta, prior_gamma = PRIORS[prior_name]
     y, X, group, u, U = data_set()
-    model = mg.Model.from_arrays(y, X, group, u, dtype=np.float64,
+    model = mg.Model.from_arrays(y, X, group, u, dtype=np.float64, standardize=standardize,
                                  priors={"beta": prior_beta, "gamma": prior_gamma})
+    assert model.standardization.y_scale == 1.0
     Q, mean = joint_posterior(y, X, group, U, prior_beta, prior_gamma)
     cov = np.linalg.inv(Q)
 
@@ -262,24 +303,26 @@ def test_px_location_blocks_match_exact_posterior(prior_name):
     mean_px = np.linalg.solve(T, mean)
     sd_px = np.sqrt(np.diag(np.linalg.inv(Q_px)))
     eta0, beta0, gamma0 = jnp.full(J, -5.0), jnp.full(p, 5.0), jnp.full(q, 5.0)
-    start = PXState(alpha=jnp.asarray(U) @ gamma0 + XI * eta0, beta=beta0, gamma=gamma0,
-                    sigma_y=jnp.asarray(SIGMA_Y), sigma_alpha=jnp.asarray(SIGMA_ALPHA), eta=eta0,
-                    xi=jnp.asarray(XI), sigma_eta=jnp.asarray(SIGMA_ETA))
+    user_start = mg.GibbsState(alpha=jnp.asarray(U) @ gamma0 + XI * eta0, beta=beta0, gamma=gamma0,
+                               sigma_y=jnp.asarray(SIGMA_Y), sigma_alpha=jnp.asarray(SIGMA_ALPHA))
+    start = PXState(*to_kernel(model, user_start), eta=eta0, xi=jnp.asarray(XI),
+                    sigma_eta=jnp.asarray(SIGMA_ETA))
     rho = gibbs_rate(Q_px, (J, p + q))
     distance = np.max(np.abs(np.concatenate([eta0, beta0, gamma0]) - mean_px) / sd_px)
     burn_in = PX_BURN_IN[prior_name]
     assert distance * rho**burn_in < 1e-3 / np.sqrt(NUM_CHAINS), (
         f"burn-in {burn_in} too short: rate {rho:.3f}, start {distance:.1f} sd away")
 
-    step = mg.compose([update_eta, functools.partial(update_beta_gamma, priors=model.priors)])
+    step = mg.compose([update_eta, update_beta_gamma])
     program = jax.jit(functools.partial(run_chains, step=step, burn_in=burn_in)).lower(
         jax.random.key(2025), start, model.data).compile(FAST_COMPILE)
     short, long = program(jax.random.key(2025), start, model.data)
     for name, state in (("short", short), ("long", long)):
         for field, value in (("sigma_y", SIGMA_Y), ("xi", XI), ("sigma_eta", SIGMA_ETA)):
             np.testing.assert_array_equal(np.asarray(getattr(state, field)), value)  # held fixed
-        alpha = np.asarray(state.gamma) @ U.T + XI * np.asarray(state.eta)
-        draws = np.concatenate([alpha, np.asarray(state.beta), np.asarray(state.gamma)], axis=-1)
+        kernel_alpha = state.gamma @ model.data.groups.U.T + XI * state.eta
+        user = to_user(model, state._replace(alpha=kernel_alpha))
+        draws = np.concatenate([user.alpha, user.beta, user.gamma], axis=-1)
         assert_gaussian(draws, mean, cov, f"px, {prior_name} priors, {name} burn-in")
 
     # power: the same draws are rejected against the posterior with sigma_alpha = sigma_eta (|xi| lost)
@@ -306,7 +349,7 @@ def test_px_update_xi_matches_its_conditional(xi_scale, given_sigma_eta):
     from mlgibbs.conditionals.px import PXState, update_xi
 
     y, X, group, u, U = data_set()
-    model = mg.Model.from_arrays(y, X, group, u, dtype=np.float64)
+    model = mg.Model.from_arrays(y, X, group, u, dtype=np.float64, standardize=False)
     rng = np.random.default_rng(17)
     J, p, q = U.shape[0], X.shape[1], U.shape[1]
     eta, beta, gamma = rng.normal(size=J), rng.normal(size=p), rng.normal(size=q)

@@ -87,7 +87,7 @@ def test_varying_intercept_split(varying, radon):
     assert varying.predictors == ("floor",)
     assert varying.group_predictors == ("Intercept", "log_uranium")
     np.testing.assert_array_equal(varying.X[:, 0], radon["floor"])
-    assert varying.data.groups.U.shape == (NUM_COUNTIES, 2)
+    assert varying.U.shape == (NUM_COUNTIES, 2)
 
 
 def test_group_labels_are_sorted_county_names(varying, radon):
@@ -99,14 +99,17 @@ def test_group_labels_are_sorted_county_names(varying, radon):
 def test_u_holds_county_uranium(varying, radon):
     per_county = radon.groupby("county")["log_uranium"].agg(["min", "max"])
     np.testing.assert_array_equal(per_county["min"], per_county["max"])   # really county-level
-    U = np.asarray(varying.data.groups.U, dtype=np.float64)
+    U = varying.U
     np.testing.assert_array_equal(U[:, 0], 1.0)
     expected = per_county.loc[list(varying.group_labels), "min"].to_numpy()
-    np.testing.assert_allclose(U[:, 1], expected, rtol=1e-6)   # float32 storage of the values
+    np.testing.assert_array_equal(U[:, 1], expected)
 
 
-def test_group_statistics(varying, radon):
-    """``model.data`` holds the per-county counts and means of the original rows, in label order."""
+def test_group_statistics(radon):
+    """``model.data`` holds the per-county counts and means of the original rows, in label order
+    (``standardize=False``: the statistics of the raw data; standardized ones are tested in
+    ``tests/test_standardize.py``)."""
+    varying = mg.Model.from_formula("log_radon ~ floor + log_uranium + (1 | county)", radon, standardize=False)
     g = varying.data.groups
     by_county = radon.groupby("county").agg(n=("log_radon", "size"), y=("log_radon", "mean"),
                                             x=("floor", "mean")).loc[list(varying.group_labels)]
@@ -121,7 +124,7 @@ def test_row_order_and_index_do_not_matter(radon, varying):
     np.testing.assert_array_equal(model.y, shuffled["log_radon"])
     np.testing.assert_array_equal(np.asarray(model.group_labels)[model.group_index], shuffled["county"])
     assert model.group_labels == varying.group_labels
-    np.testing.assert_array_equal(np.asarray(model.data.groups.U), np.asarray(varying.data.groups.U))
+    np.testing.assert_array_equal(model.U, varying.U)
     np.testing.assert_array_equal(np.asarray(model.data.groups.counts),
                                   np.asarray(varying.data.groups.counts))
 
@@ -139,7 +142,7 @@ def test_no_intercept_no_gamma(radon):
     assert structure(model) == (True, True, False)
     assert model.predictors == ("floor",)
     assert model.group_predictors == ()
-    assert model.data.groups.U.shape == (NUM_COUNTIES, 0)
+    assert model.U.shape == (NUM_COUNTIES, 0)
 
 
 def test_interaction_varies_within_county(radon):
@@ -161,15 +164,17 @@ def test_group_level_categorical_goes_to_u(frame):
     assert model.predictors == ("x",)
     assert model.group_predictors == ("Intercept", "C(track)[T.science]", "C(track)[T.sport]")
     assert model.group_labels == ("a", "b", "c", "d", "e")
-    U = np.asarray(model.data.groups.U)
+    U = model.U
     # a, c arts (the reference level); b, e science; d sport
     np.testing.assert_array_equal(U, [[1, 0, 0], [1, 1, 0], [1, 0, 0], [1, 0, 1], [1, 1, 0]])
 
 
 def test_group_level_numeric_and_string_categorical(frame):
-    model = mg.Model.from_formula("y ~ x + u + C(track) + (1 | klass)", frame)
+    # 5 groups and 4 flat group-level coefficients: improper under a uniform prior on sigma_alpha
+    model = mg.Model.from_formula("y ~ x + u + C(track) + (1 | klass)", frame,
+                                  priors={"sigma_alpha": mg.priors.HalfNormal(1.0)})
     assert model.group_predictors == ("Intercept", "u", "C(track)[T.science]", "C(track)[T.sport]")
-    np.testing.assert_allclose(np.asarray(model.data.groups.U)[:, 1], [0.3, -1.2, 0.8, 2.0, -0.4],
+    np.testing.assert_allclose(model.U[:, 1], [0.3, -1.2, 0.8, 2.0, -0.4],
                                rtol=1e-6)
 
 
@@ -184,7 +189,7 @@ def test_pandas_categorical_group_column_keeps_category_order(frame):
     frame["klass"] = pd.Categorical(frame["klass"], categories=["e", "d", "c", "b", "a"])
     model = mg.Model.from_formula("y ~ x + u + (1 | klass)", frame)
     assert model.group_labels == ("e", "d", "c", "b", "a")
-    np.testing.assert_allclose(np.asarray(model.data.groups.U)[:, 1], [-0.4, 2.0, 0.8, -1.2, 0.3],
+    np.testing.assert_allclose(model.U[:, 1], [-0.4, 2.0, 0.8, -1.2, 0.3],
                                rtol=1e-6)
 
 

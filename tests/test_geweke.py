@@ -154,9 +154,10 @@ class Design(NamedTuple):
 
 
 def make_design(seed: int = 7) -> Design:
+    """Uncentred predictors (offset 1.5, so the model's standardization has work to do)."""
     rng = np.random.default_rng(seed)
     group = np.repeat(np.arange(NUM_GROUPS), PER_GROUP)
-    X = rng.normal(size=(group.size, 2)) + 0.5 * rng.normal(size=(NUM_GROUPS, 2))[group]
+    X = 1.5 + rng.normal(size=(group.size, 2)) + 0.5 * rng.normal(size=(NUM_GROUPS, 2))[group]
     u = rng.normal(size=(NUM_GROUPS, 1))
     return Design(X=X, group=group, u=u, U=np.column_stack([np.ones(NUM_GROUPS), u]))
 
@@ -292,31 +293,41 @@ def marginal_conditional(case: Case, seed: int):
     return g.mean(axis=0), g.var(axis=0, ddof=1)
 
 
-def successive_conditional(rng_key, theta0, y0, corrupt, *, step, light_y, light_alpha, num_steps):
+def successive_conditional(rng_key, theta0, y0, corrupt, *, model, step, light_y, light_alpha, num_steps):
     """Per-chain means of ``g`` along successive-conditional chains (vmap over chains).
 
-    ``step(rng_key, state, data)`` is the kernel under test; the data pytree is recomputed from each
-    fresh ``y`` with :func:`mlgibbs.sufficient_statistics`. When the (traced) flag ``corrupt`` is
-    true, every sweep is followed by :func:`broken_sigma_y`, which makes the kernel wrong; the
+    ``step(rng_key, state, data)`` is the kernel under test, run as :func:`mlgibbs.sample` runs it:
+    in the model's standardized coordinates, on the data pytree ``model.data_for(y)`` of each fresh
+    ``y`` (which carries the test's coefficient priors, mapped into those coordinates). The chain
+    state is kept in the kernel's coordinates; ``g`` and the next ``y`` are computed from its image
+    in the user's (``model.to_user``), where the prior was drawn. When the (traced) flag ``corrupt``
+    is true, every sweep is followed by :func:`broken_sigma_y`, which makes the kernel wrong; the
     correct and the broken sampler then share one compiled program.
     """
     X = jnp.asarray(DESIGN.X, jnp.float32)
     group = jnp.asarray(DESIGN.group)
-    U = jnp.asarray(DESIGN.U, jnp.float32)
+    assert model.standardization.y_scale == 1.0  # then eta, xi, sigma_eta need no mapping
+
+    def to_kernel(theta):
+        return theta._replace(**model.to_kernel(mg.GibbsState(*theta[:5]), xp=jnp)._asdict())
+
+    def to_user(theta):
+        return model.to_user(mg.GibbsState(*theta[:5]), xp=jnp)
 
     def chain(key, theta, y):
         def one(carry, k):
             theta, y = carry
             key_theta, key_broken, key_y = jax.random.split(k, 3)
-            data = mg.sufficient_statistics(y, X, group, U, NUM_GROUPS)
+            data = model.data_for(y)
             theta = step(key_theta, theta, data)
             theta = jax.lax.cond(corrupt, broken_sigma_y, lambda k, s, d: s, key_broken, theta, data)
-            g = geweke_functions(theta, y, light_y, light_alpha)  # the draw and the data it conditioned on
-            mean = theta.alpha[group] + X @ theta.beta
-            y = mean + theta.sigma_y * jax.random.normal(key_y, mean.shape, mean.dtype)
+            user = to_user(theta)
+            g = geweke_functions(user, y, light_y, light_alpha)  # the draw and the data it conditioned on
+            mean = user.alpha[group] + X @ user.beta
+            y = mean + user.sigma_y * jax.random.normal(key_y, mean.shape, mean.dtype)
             return (theta, y), g
 
-        _, g = jax.lax.scan(one, (theta, y), jax.random.split(key, num_steps))
+        _, g = jax.lax.scan(one, (to_kernel(theta), y), jax.random.split(key, num_steps))
         return jnp.mean(g, axis=0)
 
     keys = jax.random.split(rng_key, y0.shape[0])
@@ -336,8 +347,8 @@ def successive_program(case: Case, num_chains: int, num_steps: int, fast: bool):
     if key not in _PROGRAMS:
         theta0, y0 = draw_start(np.random.default_rng(0), case, num_chains)  # shapes only
         light_y, light_alpha = light_tails(case)
-        fn = functools.partial(successive_conditional, step=kernel_step(case), light_y=light_y,
-                               light_alpha=light_alpha, num_steps=num_steps)
+        fn = functools.partial(successive_conditional, model=case_model(case), step=kernel_step(case),
+                               light_y=light_y, light_alpha=light_alpha, num_steps=num_steps)
         lowered = jax.jit(fn).lower(jax.random.key(0), theta0, y0, jnp.asarray(False))
         _PROGRAMS[key] = lowered.compile(FAST_COMPILE) if fast else lowered.compile()
     return _PROGRAMS[key]
@@ -365,11 +376,14 @@ def z_crit(num_comparisons: int) -> float:
     return float(stats.norm.isf(FAMILY_ALPHA / (2 * num_comparisons)))
 
 
+@functools.lru_cache(maxsize=None)
 def case_model(case: Case) -> mg.Model:
-    """The model with the test priors (the placeholder data only fix shapes)."""
+    """The model with the test priors; the placeholder response fixes the shapes and the model's
+    standardized coordinates (any fixed affine map will do; the chains' ``y`` are simulated)."""
     design = DESIGN
+    placeholder = np.random.default_rng(99).normal(size=design.group.size) + design.X @ [1.0, -1.0]
     return mg.Model.from_arrays(
-        np.zeros(design.group.size), design.X, design.group, design.u,
+        placeholder, design.X, design.group, design.u,
         priors={"beta": BETA_PRIOR, "gamma": GAMMA_PRIOR, "sigma_y": SCALE_FAMILIES[case.sigma_y],
                 "sigma_alpha": SCALE_FAMILIES[case.sigma_alpha]},
     )

@@ -4,9 +4,12 @@ What is tested
 --------------
 * Determinism: the same key gives bit-identical draws in two calls; ``jax.random.PRNGKey(0)`` and
   ``jax.random.key(0)`` (the same key bits) give the same draws; different keys give different draws.
-* dtypes: a float32 model gives float32 draws and posterior arrays; a float64 model (built and
-  sampled under ``jax.enable_x64(True)``) gives float64; the float32 and float64 posterior means of
-  the radon model agree within Monte Carlo error.
+* dtypes: a float32 model samples in float32 (its data pytree and kernel states) and a float64
+  model (built and sampled under ``jax.enable_x64(True)``) in float64; both report the draws in
+  float64, mapped back from the kernel's coordinates in float64; the float32 and float64 posterior
+  means of the radon model agree within Monte Carlo error.
+* An int seed is accepted as ``jax.random.key(seed)``; anything else is a TypeError that says what
+  to pass.
 * Thinning keeps ``num_draws`` draws, each ``thin`` sweeps after the previous one, the last being
   the final state; ``num_chains=1`` works.
 * Continuation from an InferenceData starts from its last draw, and is refused (ValueError) when
@@ -22,20 +25,21 @@ Several tests reproduce draws sweep by sweep with ``kernel.step``; they pin the 
 
     key_init, key_run, key_ppc = split(rng_key, 3)                  # sample()
     chain_keys = split(key_run, num_chains); init_keys = split(key_init, num_chains)
-    key_warmup, key_draws = split(chain_keys[c])                    # per chain
-    warmup sweep t uses split(key_warmup, num_warmup)[t]
-    kept draw d uses the thin sweeps split(split(key_draws, num_draws)[d], thin)
+    sweep i of chain c (warm-up included, from 0) uses fold_in(chain_keys[c], i)
+    kept draw d is the state after sweep num_warmup + (d + 1) * thin - 1
 
-Because each run splits its own key, a run of 2N draws cannot equal N + N continued draws; the
-continuation test therefore checks that every continued draw is the kernel step, with these keys,
-of the previous one, starting from the last stored draw.
+The kernels run in the model's coordinates (``model.data``); the stored draws are their image in the
+user's (``model.to_user``), so a reproduction maps a stored draw in (``model.to_kernel``), steps, and
+maps back. A continuation therefore checks that every continued draw is the kernel step, with these
+keys, of the previous one, starting from the last stored draw.
 
 Tolerances
 ----------
 Reproductions with the same keys differ only by float32 rounding between differently compiled
-programs (a ``vmap``-ed ``scan`` vs. one jitted step); the relative error of a sweep is a small
-multiple of eps = 1.2e-7 and the Gibbs map does not amplify it over the few sweeps compared, so
-``RTOL = 1e-5`` (about 100 eps) with ``ATOL = 1e-6`` for entries near zero.
+programs (a ``vmap``-ed loop vs. one jitted step) and by the float32 rounding of a stored draw mapped
+into the kernel's coordinates; the relative error of a sweep is a small multiple of eps = 1.2e-7 and
+the Gibbs map does not amplify it over the few sweeps compared, so ``RTOL = 1e-5`` (about 100 eps)
+with ``ATOL = 1e-5`` for entries near zero.
 
 The float32-vs-float64 comparison is statistical: two independent runs (different keys) of
 4 x 950 draws (thinned by 5, after 250 burn-in sweeps); for each of 8 scalar summaries the difference of the posterior means is divided by
@@ -54,9 +58,10 @@ import pytest
 from scipy import stats
 
 import mlgibbs as mg
+from mlgibbs.arviz import groups
 
 RTOL = 1e-5
-ATOL = 1e-6
+ATOL = 1e-5
 FIELDS = ("alpha", "beta", "gamma", "sigma_y", "sigma_alpha")
 FORMULA = "log_radon ~ floor + log_uranium + (1 | county)"
 # thin=5: the five-step sampler mixes slowly for sigma_alpha on radon (ESS about 70 from 4 x 1000
@@ -102,9 +107,13 @@ def run_64(radon):
 
 
 def draw_of(idata, chain, draw) -> mg.GibbsState:
-    """One stored draw as a (float32) GibbsState."""
+    """One stored draw (the user's coordinates, float64 NumPy)."""
     p = idata.posterior
-    return mg.GibbsState(*(jnp.asarray(p[f].values[chain, draw]) for f in FIELDS))
+    return mg.GibbsState(*(np.asarray(p[f].values[chain, draw]) for f in FIELDS))
+
+
+def to_kernel(model, state):
+    return jax.tree.map(lambda a: jnp.asarray(a, model.dtype), model.to_kernel(state))
 
 
 def assert_state_close(actual, desired, err_msg=""):
@@ -139,19 +148,35 @@ def test_different_keys_give_different_draws(model, run_a):
         assert np.mean(a == b) < 1e-3, name
 
 
+def test_int_seed(model, run_a):
+    """An int is the seed of ``jax.random.key``: the same draws as ``key(0)``."""
+    seeded = mg.sample(0, model, **SETTINGS)
+    for name in FIELDS:
+        np.testing.assert_array_equal(seeded.posterior[name].values, run_a.posterior[name].values)
+
+
+@pytest.mark.parametrize("bad", [1.5, "0", None, True])
+def test_bad_key_says_what_to_pass(model, bad):
+    with pytest.raises(TypeError, match=r"jax.random.key\(0\).*or an int seed"):
+        mg.sample(bad, model, num_draws=2, num_warmup=0)
+
+
 # --------------------------------------------------------------------------- dtypes
-def test_float32_model_gives_float32(model, run_a):
+def test_float32_model_samples_in_float32_and_reports_float64(model, run_a):
     assert model.dtype == np.float32
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(model.data))
+    state = mg.gibbs(model).init(jax.random.key(0), model.data)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(state))
     for name in FIELDS:
-        assert run_a.posterior[name].dtype == np.float32, name
-    assert run_a.sample_stats["lp"].dtype == np.float32
+        assert run_a.posterior[name].dtype == np.float64, name
+    assert run_a.sample_stats["lp"].dtype == np.float64
     assert run_a.posterior["alpha"].shape == (4, 1000, 85)
 
 
 def test_log_likelihood_can_be_left_out(run_a):
-    assert "log_likelihood" not in run_a.groups()
-    assert "posterior_predictive" not in run_a.groups()
+    assert "posterior" in groups(run_a)
+    assert "log_likelihood" not in groups(run_a)
+    assert "posterior_predictive" not in groups(run_a)
 
 
 def test_float64_model_gives_float64(run_64):
@@ -199,22 +224,21 @@ def test_thinning_and_single_chain(model, jit_step):
     key = jax.random.key(3)
     num_draws, thin = 5, 3
     idata = mg.sample(key, model, num_chains=1, num_warmup=0, num_draws=num_draws, thin=thin,
-                      log_likelihood=False, sampler="gibbs")
+                      log_likelihood=False, sampler="gibbs", check_convergence=False)
     assert idata.posterior.sizes["chain"] == 1
     assert idata.posterior.sizes["draw"] == num_draws
     assert idata.posterior["alpha"].shape == (1, num_draws, 85)
     np.testing.assert_array_equal(idata.posterior["draw"].values, np.arange(num_draws))
 
     _, key_run, _ = jax.random.split(key, 3)
-    _, key_draws = jax.random.split(jax.random.split(key_run, 1)[0])
-    draw_keys = jax.random.split(key_draws, num_draws)
-    state = draw_of(idata, 0, 0)
+    chain_key = jax.random.split(key_run, 1)[0]
+    state = to_kernel(model, draw_of(idata, 0, 0))
     for d in range(1, num_draws):
-        for k in jax.random.split(draw_keys[d], thin):
-            state = jit_step(k, state, model.data)
-        assert_state_close(draw_of(idata, 0, d), state, err_msg=f"draw {d}")
+        for i in range(d * thin, (d + 1) * thin):
+            state = jit_step(jax.random.fold_in(chain_key, i), state, model.data)
+        assert_state_close(draw_of(idata, 0, d), model.to_user(state), err_msg=f"draw {d}")
     # the last draw is the final state, which last_state returns
-    assert_state_close(jax.tree.map(lambda a: a[0], mg.last_state(idata)), state)
+    assert_state_close(jax.tree.map(lambda a: a[0], mg.last_state(idata)), model.to_user(state))
 
 
 # --------------------------------------------------------------------------- continuation
@@ -224,22 +248,21 @@ def test_last_state_is_the_last_draw(model, run_a):
     for field in FIELDS:
         np.testing.assert_array_equal(np.asarray(getattr(last, field)),
                                       run_a.posterior[field].values[:, -1])
-        assert getattr(last, field).dtype == jnp.float32
+        assert getattr(last, field).dtype == np.float64
 
 
 def test_continuation_starts_from_the_last_draw(model, jit_step, run_a):
     key = jax.random.key(5)
     num_draws = 3
     more = mg.sample(key, model, initial_state=run_a, num_chains=4, num_warmup=0,
-                     num_draws=num_draws, log_likelihood=False, sampler="gibbs")
+                     num_draws=num_draws, log_likelihood=False, sampler="gibbs", check_convergence=False)
     assert more.posterior["alpha"].shape == (4, num_draws, 85)
     _, key_run, _ = jax.random.split(key, 3)
     for c, chain_key in enumerate(jax.random.split(key_run, 4)):
-        state = draw_of(run_a, c, -1)
-        _, key_draws = jax.random.split(chain_key)
-        for d, key_draw in enumerate(jax.random.split(key_draws, num_draws)):
-            state = jit_step(jax.random.split(key_draw, 1)[0], state, model.data)
-            assert_state_close(draw_of(more, c, d), state, err_msg=f"chain {c} draw {d}")
+        state = to_kernel(model, draw_of(run_a, c, -1))
+        for d in range(num_draws):
+            state = jit_step(jax.random.fold_in(chain_key, d), state, model.data)
+            assert_state_close(draw_of(more, c, d), model.to_user(state), err_msg=f"chain {c} draw {d}")
 
 
 def test_continuation_needs_every_block(model, run_a):
@@ -272,7 +295,7 @@ def test_vmap_over_chains_equals_loop_of_single_chains(kernel, jit_step, model, 
         return kernel.step(rng_key, state, data)
 
     counted = mg.SamplingAlgorithm(kernel.init, counted_step)
-    initial = mg.GibbsState(*(jnp.asarray(run_a.posterior[f].values[:, 0]) for f in FIELDS))
+    initial = to_kernel(model, mg.GibbsState(*(run_a.posterior[f].values[:, 0] for f in FIELDS)))
     draws, last = mg.sample_chains(key, counted, initial, model.data, num_draws=num_draws,
                                    num_warmup=num_warmup, thin=thin)
     # a second run of the same configuration reuses the compiled program
@@ -289,12 +312,14 @@ def test_vmap_over_chains_equals_loop_of_single_chains(kernel, jit_step, model, 
     for c in range(num_chains):
         chain_key = jax.random.split(key, num_chains)[c]
         state = jax.tree.map(lambda a: a[c], initial)
-        key_warmup, key_draws = jax.random.split(chain_key)
-        for k in jax.random.split(key_warmup, num_warmup):
-            state = jit_step(k, state, model.data)
-        for d, key_draw in enumerate(jax.random.split(key_draws, num_draws)):
-            for k in jax.random.split(key_draw, thin):
-                state = jit_step(k, state, model.data)
+        i = 0
+        for _ in range(num_warmup):
+            state = jit_step(jax.random.fold_in(chain_key, i), state, model.data)
+            i += 1
+        for d in range(num_draws):
+            for _ in range(thin):
+                state = jit_step(jax.random.fold_in(chain_key, i), state, model.data)
+                i += 1
             assert_state_close(jax.tree.map(lambda a: a[c, d], draws), state, err_msg=f"chain {c} draw {d}")
         assert_state_close(jax.tree.map(lambda a: a[c], last), state, err_msg=f"chain {c} last")
 
@@ -313,11 +338,11 @@ def test_vmap_over_chains_equals_loop_float64(radon):
         assert draws.alpha.dtype == jnp.float64
         for c in range(3):
             state = jax.tree.map(lambda a: a[c], initial)
-            key_warmup, key_draws = jax.random.split(jax.random.split(key, 3)[c])
-            for k in jax.random.split(key_warmup, 2):
-                state = step(k, state, model64.data)
-            for d, key_draw in enumerate(jax.random.split(key_draws, 5)):
-                state = step(jax.random.split(key_draw, 1)[0], state, model64.data)
+            chain_key = jax.random.split(key, 3)[c]
+            for i in range(2):
+                state = step(jax.random.fold_in(chain_key, i), state, model64.data)
+            for d in range(5):
+                state = step(jax.random.fold_in(chain_key, 2 + d), state, model64.data)
                 for field in FIELDS:
                     np.testing.assert_allclose(np.asarray(getattr(draws, field))[c, d],
                                                np.asarray(getattr(state, field)), rtol=1e-12, atol=1e-14)

@@ -95,7 +95,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 def make_design(seed: int = 8):
     rng = np.random.default_rng(seed)
     group = np.repeat(np.arange(NUM_GROUPS), PER_GROUP)
-    X = rng.normal(size=(group.size, 2)) + 0.5 * rng.normal(size=(NUM_GROUPS, 2))[group]
+    X = 1.5 + rng.normal(size=(group.size, 2)) + 0.5 * rng.normal(size=(NUM_GROUPS, 2))[group]
     u = rng.normal(size=(NUM_GROUPS, 1))
     return X, group, u, np.column_stack([np.ones(NUM_GROUPS), u])
 
@@ -125,15 +125,16 @@ def draw_truth_and_data(rng: np.random.Generator, size: int, config: Config = CO
     return truth.astype(np.float32), y.astype(np.float32)
 
 
-def kernel(sampler: str = "gibbs"):
-    """``mg.gibbs`` for the model with the SBC priors (the placeholder ``y`` only fixes shapes)."""
+def sbc_model(sampler: str = "gibbs") -> mg.Model:
+    """The model with the SBC priors; the placeholder ``y`` fixes the shapes and the model's
+    standardized coordinates (the data sets are simulated)."""
     config = CONFIGS[sampler]
-    model = mg.Model.from_arrays(
-        np.zeros(GROUP.size), X_DESIGN, GROUP, U_PREDICTOR,
+    placeholder = np.random.default_rng(98).normal(size=GROUP.size) + X_DESIGN @ [1.0, -1.0]
+    return mg.Model.from_arrays(
+        placeholder, X_DESIGN, GROUP, U_PREDICTOR,
         priors={"beta": BETA_PRIOR, "gamma": GAMMA_PRIOR, "sigma_y": config.sigma_y,
                 "sigma_alpha": config.sigma_alpha},
     )
-    return mg.gibbs(model, sampler=sampler)
 
 
 def flatten(state) -> jax.Array:
@@ -142,10 +143,13 @@ def flatten(state) -> jax.Array:
                       state.gamma[0], state.gamma[1], state.alpha[0], state.alpha[-1]])
 
 
-def ranks_one(rng_key, truth, y, *, gibbs, num_warmup, num_draws, thin):
-    """Rank of ``truth`` among ``num_draws`` thinned draws of one chain on the data ``y``."""
-    data = mg.sufficient_statistics(y, jnp.asarray(X_DESIGN, y.dtype), jnp.asarray(GROUP),
-                                    jnp.asarray(U_DESIGN, y.dtype), NUM_GROUPS)
+def ranks_one(rng_key, truth, y, *, model, gibbs, num_warmup, num_draws, thin):
+    """Rank of ``truth`` among ``num_draws`` thinned draws of one chain on the data ``y``.
+
+    The chain runs in the model's standardized coordinates, as :func:`mlgibbs.sample` runs it; its
+    draws are mapped back to the user's (``model.to_user``) before they are ranked.
+    """
+    data = model.data_for(y)
     key_init, key_warmup, key_draws = jax.random.split(rng_key, 3)
     state = gibbs.init(key_init, data)
 
@@ -156,7 +160,7 @@ def ranks_one(rng_key, truth, y, *, gibbs, num_warmup, num_draws, thin):
 
     def one_draw(state, key):
         state, _ = jax.lax.scan(sweep, state, jax.random.split(key, thin))
-        return state, flatten(state) < truth
+        return state, flatten(model.to_user(mg.GibbsState(*state[:5]), xp=jnp)) < truth
 
     _, below = jax.lax.scan(one_draw, state, jax.random.split(key_draws, num_draws))
     return jnp.sum(below, axis=0)
@@ -165,8 +169,9 @@ def ranks_one(rng_key, truth, y, *, gibbs, num_warmup, num_draws, thin):
 def sbc_ranks(num_datasets: int, num_warmup: int, num_draws: int, thin: int, fast: bool, seed: int,
               sampler: str = "gibbs"):
     truth, y = draw_truth_and_data(np.random.default_rng(seed), num_datasets, CONFIGS[sampler])
-    fn = jax.vmap(functools.partial(ranks_one, gibbs=kernel(sampler), num_warmup=num_warmup,
-                                    num_draws=num_draws, thin=thin))
+    model = sbc_model(sampler)
+    fn = jax.vmap(functools.partial(ranks_one, model=model, gibbs=mg.gibbs(model, sampler=sampler),
+                                    num_warmup=num_warmup, num_draws=num_draws, thin=thin))
     keys = jax.random.split(jax.random.key(seed), num_datasets)
     lowered = jax.jit(fn).lower(keys, truth, y)
     program = lowered.compile(FAST_COMPILE) if fast else lowered.compile()

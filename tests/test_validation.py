@@ -221,7 +221,7 @@ def test_u_without_group_arrays(arrays):
 def test_missing_group_label_formula(frame, missing):
     frame["school"] = frame["school"].astype(object)
     frame.loc[9, "school"] = missing
-    with pytest.raises(ValueError, match=quoted("school") + ".*missing label.*rows 9"):
+    with pytest.raises(ValueError, match=quoted("school") + ".*missing label.*index labels 9"):
         mg.Model.from_formula(FORMULA, frame)
 
 

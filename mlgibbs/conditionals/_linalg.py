@@ -33,3 +33,29 @@ def group_fixed_effect(data, beta: jax.Array | None) -> jax.Array:
     if beta is None:
         return jnp.zeros_like(groups.y_mean)
     return groups.x_mean @ beta
+
+
+def location_prior_blocks(data, p: int):
+    """The joint prior of ``(beta, gamma)`` split at ``p``: ``(P, P m)`` and its blocks.
+
+    Returns ``(P, h)`` with ``h = P m`` (canonical form) of ``data.location_prior``.
+    """
+    prior = data.location_prior
+    precision = prior.precision
+    return precision, precision @ prior.mean
+
+
+def conditional_prior(data, p: int, block: str, other: jax.Array | None):
+    """Canonical form ``(P_bb, h_b - P_bo theta_o)`` of one block of the joint location prior given the other.
+
+    ``block`` is ``"beta"`` (the first ``p`` coordinates) or ``"gamma"`` (the rest); ``other`` is the
+    current value of the other block (``None`` when the model has none).
+    """
+    precision, linear = location_prior_blocks(data, p)
+    own = slice(0, p) if block == "beta" else slice(p, None)
+    rest = slice(p, None) if block == "beta" else slice(0, p)
+    prec = precision[own, own]
+    lin = linear[own]
+    if other is not None:
+        lin = lin - precision[own, rest] @ other
+    return prec, lin

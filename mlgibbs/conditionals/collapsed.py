@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from mlgibbs.base import GibbsState
-from mlgibbs.conditionals._linalg import draw_gaussian_canonical, prior_precision
+from mlgibbs.conditionals._linalg import draw_gaussian_canonical, location_prior_blocks
 from mlgibbs.conditionals.slice import slice_sample
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
@@ -46,18 +46,12 @@ __all__ = [
 ]
 
 
-def _location_prior(data: LinearData, priors: Priors):
-    dtype = data.rss_within.dtype
-    p = data.xtx.shape[0]
-    prec_b, lin_b = prior_precision(priors.beta, p, dtype)
-    if data.groups is None:
-        return prec_b, lin_b
-    q = data.groups.U.shape[1]
-    prec_g, lin_g = prior_precision(priors.gamma, q, dtype)
-    return jnp.concatenate([prec_b, prec_g]), jnp.concatenate([lin_b, lin_g])
+def _location_prior(data: LinearData):
+    """``(P_0, P_0 m_0)``: the joint prior of ``(beta, gamma)`` carried by ``data``."""
+    return location_prior_blocks(data, data.xtx.shape[0])
 
 
-def collapsed_system(sigma_y, sigma_alpha, data: LinearData, priors: Priors):
+def collapsed_system(sigma_y, sigma_alpha, data: LinearData, priors: Priors | None = None):
     """Precision ``Q``, linear term ``h`` of ``(beta, gamma) | sigma, y`` and the group weights ``w``.
 
     ``alpha`` is integrated out (see the module docstring). Returns ``(Q, h, w)``; ``w`` is ``None``
@@ -65,16 +59,16 @@ def collapsed_system(sigma_y, sigma_alpha, data: LinearData, priors: Priors):
     """
     p = data.xtx.shape[0]
     inv_var_y = 1.0 / sigma_y**2
-    prec0, lin0 = _location_prior(data, priors)
+    prec0, lin0 = _location_prior(data)
     within_q = data.chol_within.T @ data.chol_within * inv_var_y
     within_h = data.xty_within * inv_var_y
     if data.groups is None:
-        return within_q + jnp.diag(prec0), within_h + lin0, None
+        return within_q + prec0, within_h + lin0, None
     g = data.groups
     w = 1.0 / (sigma_y**2 / g.counts + sigma_alpha**2)
     G = jnp.concatenate([g.x_mean, g.U], axis=1)
     Q = (G * w[:, None]).T @ G
-    Q = Q.at[:p, :p].add(within_q) + jnp.diag(prec0)
+    Q = Q.at[:p, :p].add(within_q) + prec0
     h = G.T @ (w * g.y_mean) + lin0
     h = h.at[:p].add(within_h)
     return Q, h, w
@@ -96,9 +90,9 @@ def log_marginal_scales(sigma_y, sigma_alpha, data: LinearData, priors: Priors) 
         chol = jnp.linalg.cholesky(Q)
         theta = jax.scipy.linalg.cho_solve((chol, True), h)
         lp = lp - jnp.sum(jnp.log(jnp.diag(chol)))
-        prec0, lin0 = _location_prior(data, priors)
-        m0 = jnp.where(prec0 > 0, lin0 / jnp.where(prec0 > 0, prec0, 1.0), 0.0)
-        quad = quad + jnp.sum(prec0 * (theta - m0) ** 2)
+        prior = data.location_prior
+        r = theta - prior.mean
+        quad = quad + r @ prior.precision @ r
         if p > 0:
             quad = quad + jnp.sum((data.chol_within @ (theta[:p] - data.beta_within)) ** 2) / sigma_y**2
     else:

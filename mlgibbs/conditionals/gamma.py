@@ -6,27 +6,31 @@ import jax
 import jax.numpy as jnp
 
 from mlgibbs.base import GibbsState
-from mlgibbs.conditionals._linalg import draw_gaussian_canonical, prior_precision
+from mlgibbs.conditionals._linalg import conditional_prior, draw_gaussian_canonical, prior_precision
 from mlgibbs.models.data import LinearData
-from mlgibbs.priors import CoefficientPrior, Flat
+from mlgibbs.priors import CoefficientPrior
 
 __all__ = ["update_gamma", "gamma_conditional"]
 
 
 def gamma_conditional(
-    state: GibbsState, data: LinearData, prior: CoefficientPrior = Flat()
+    state: GibbsState, data: LinearData, prior: CoefficientPrior | None = None
 ) -> tuple[jax.Array, jax.Array]:
     """Precision ``Q`` and linear term ``h`` of ``gamma | rest`` (mean ``Q^{-1} h``)."""
     U = data.groups.U
-    prec0, lin0 = prior_precision(prior, U.shape[1], U.dtype)
+    if prior is None:
+        prec0, lin0 = conditional_prior(data, data.xtx.shape[0], "gamma", state.beta)
+    else:
+        prec0, lin0 = prior_precision(prior, U.shape[1], U.dtype)
+        prec0 = jnp.diag(prec0)
     inv_var = 1.0 / state.sigma_alpha**2
-    precision = (U.T @ U) * inv_var + jnp.diag(prec0)
+    precision = (U.T @ U) * inv_var + prec0
     linear = (U.T @ state.alpha) * inv_var + lin0
     return precision, linear
 
 
 def update_gamma(
-    rng_key: jax.Array, state: GibbsState, data: LinearData, prior: CoefficientPrior = Flat()
+    rng_key: jax.Array, state: GibbsState, data: LinearData, prior: CoefficientPrior | None = None
 ) -> GibbsState:
     r"""Draw the group-level coefficients: the regression of ``alpha`` on ``U``.
 
@@ -34,9 +38,11 @@ def update_gamma(
 
         \gamma \mid \text{rest} \sim \mathcal N\!\left(Q^{-1} h,\ Q^{-1}\right),\qquad
         Q = \frac{U'U}{\sigma_\alpha^2} + P_0,\qquad
-        h = \frac{U'\alpha}{\sigma_\alpha^2} + P_0 m_0
+        h = \frac{U'\alpha}{\sigma_\alpha^2} + h_0
 
-    (Gelman & Hill 2007, sec. 18.3), with ``P_0 = 0`` under a flat prior.
+    (Gelman & Hill 2007, sec. 18.3), with the prior of ``gamma`` given ``beta`` in canonical form
+    ``(P_0, h_0)`` (``P_0 = 0`` under a flat prior; from the joint prior ``data.location_prior``,
+    ``P_0 = P_{\gamma\gamma}``, ``h_0 = (P m)_\gamma - P_{\gamma\beta}\beta``).
 
     Parameters
     ----------
@@ -47,7 +53,9 @@ def update_gamma(
     data
         :class:`~mlgibbs.LinearData` with a grouping factor.
     prior
-        :class:`~mlgibbs.priors.Flat` or :class:`~mlgibbs.priors.Normal`.
+        ``None`` (default): the prior carried by ``data``. A :class:`~mlgibbs.priors.Flat` or
+        :class:`~mlgibbs.priors.Normal` replaces it (independent of ``beta``, in the coordinates of
+        ``data``).
 
     Returns
     -------

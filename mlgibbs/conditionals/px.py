@@ -37,7 +37,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mlgibbs.conditionals._linalg import draw_gaussian_canonical, group_fixed_effect, prior_precision
+from mlgibbs.conditionals._linalg import draw_gaussian_canonical, group_fixed_effect, location_prior_blocks
 from mlgibbs.conditionals.variance import draw_variance, draw_variance_gig
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import HalfCauchy, HalfNormal, HalfStudentT, InverseGamma, Priors, Uniform
@@ -136,7 +136,7 @@ def update_eta(rng_key: jax.Array, state: PXState, data: LinearData) -> PXState:
     return state._replace(eta=eta)
 
 
-def update_beta_gamma(rng_key: jax.Array, state: PXState, data: LinearData, priors: Priors) -> PXState:
+def update_beta_gamma(rng_key: jax.Array, state: PXState, data: LinearData, priors: Priors | None = None) -> PXState:
     r"""Draw ``(beta, gamma)`` jointly: the regression of ``y - xi eta_j[i]`` on ``[X_i, U_j[i]]``.
 
     .. math::
@@ -144,6 +144,9 @@ def update_beta_gamma(rng_key: jax.Array, state: PXState, data: LinearData, prio
         (\beta,\gamma) \mid \text{rest} \sim \mathcal N(Q^{-1}h, Q^{-1}),\quad
         Q = \frac{1}{\sigma_y^2}\begin{pmatrix} X'X & \sum_j n_j \bar x_j' U_j \\ \cdot & \sum_j n_j U_j'U_j\end{pmatrix} + P_0,\quad
         h = \frac{1}{\sigma_y^2}\begin{pmatrix} X'(y - \xi\eta_{j[\cdot]}) \\ \sum_j n_j U_j'(\bar y_j - \xi\eta_j)\end{pmatrix} + P_0 m_0
+
+    with the joint prior ``N(m_0, P_0^{-1})`` of ``(beta, gamma)`` carried by ``data.location_prior``
+    (``priors`` is not used; it is accepted for symmetry with the other updates).
     """
     g = data.groups
     p = data.xtx.shape[0]
@@ -155,10 +158,9 @@ def update_beta_gamma(rng_key: jax.Array, state: PXState, data: LinearData, prio
     partial = g.counts * (g.y_mean - state.xi * state.eta)
     h = G.T @ partial
     h = h.at[:p].add(data.xty_within)
-    prec_b, lin_b = prior_precision(priors.beta, p, dtype)
-    prec_g, lin_g = prior_precision(priors.gamma, g.U.shape[1], dtype)
-    Q = Q * inv_var + jnp.diag(jnp.concatenate([prec_b, prec_g]))
-    h = h * inv_var + jnp.concatenate([lin_b, lin_g])
+    prec0, lin0 = location_prior_blocks(data, p)
+    Q = Q * inv_var + prec0
+    h = h * inv_var + lin0
     theta = draw_gaussian_canonical(rng_key, Q, h)
     beta = theta[:p] if p > 0 else None
     gamma = theta[p:] if theta.shape[0] > p else None

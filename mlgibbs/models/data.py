@@ -27,9 +27,21 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
-__all__ = ["GroupData", "LinearData", "sufficient_statistics"]
+from mlgibbs.priors import LocationPrior
+
+__all__ = ["GroupData", "LinearData", "sufficient_statistics", "to_device"]
+
+
+def to_device(tree, dtype):
+    """Host arrays of a pytree cast (on the host, by NumPy) and placed on the default device.
+
+    ``jnp.asarray(x, dtype)`` of a float64 NumPy array converts on the device, which compiles a small
+    program per shape the first time: a few at model build, tenths of a second of a user's first call.
+    """
+    return jax.tree.map(lambda a: jax.device_put(np.asarray(a, dtype)), tree)
 
 
 class GroupData(NamedTuple):
@@ -73,6 +85,13 @@ class LinearData(NamedTuple):
     groups
         :class:`GroupData`, or ``None`` for a model without a grouping factor (then the fields above
         describe the raw, uncentred least-squares fit).
+    location_prior
+        :class:`~mlgibbs.priors.LocationPrior`: the joint Gaussian prior of ``(beta, gamma)`` in
+        these coordinates (flat by default).
+    y_scale
+        ``k``, shape ``()``: the response is in units of ``k`` times the user's (1 unless the model
+        rescaled it; see :mod:`mlgibbs.models.standardize`). Only the log density reported as ``lp``
+        uses it, to be the density of the user's parametrisation.
     """
 
     num_obs: jax.Array
@@ -82,6 +101,19 @@ class LinearData(NamedTuple):
     xty_within: jax.Array
     xtx: jax.Array
     groups: GroupData | None
+    location_prior: LocationPrior
+    y_scale: jax.Array
+
+
+def _segment_sum(xp, values, codes, num_groups):
+    if xp is np:
+        if values.ndim == 1:
+            return np.bincount(codes, weights=values, minlength=num_groups)
+        if values.shape[1] == 0:
+            return np.zeros((num_groups, 0), values.dtype)
+        return np.stack([np.bincount(codes, weights=values[:, k], minlength=num_groups)
+                         for k in range(values.shape[1])], axis=1).reshape(num_groups, values.shape[1])
+    return jax.ops.segment_sum(values, codes, num_segments=num_groups)
 
 
 def sufficient_statistics(
@@ -90,6 +122,10 @@ def sufficient_statistics(
     group: ArrayLike | None = None,
     U: ArrayLike | None = None,
     num_groups: int | None = None,
+    *,
+    location_prior: LocationPrior | None = None,
+    y_scale: float = 1.0,
+    xp=None,
 ) -> LinearData:
     """Compute the :class:`LinearData` of a data set.
 
@@ -105,6 +141,14 @@ def sufficient_statistics(
         Group-level predictors, shape ``(J, q)``; required with ``group``.
     num_groups
         ``J`` (static); defaults to ``U.shape[0]``.
+    location_prior
+        Prior of ``(beta, gamma)`` in these coordinates; default flat.
+    y_scale
+        Units of ``y`` relative to the user's (see :class:`LinearData`).
+    xp
+        ``numpy`` to compute on the host (float64, as model building does; fast, no compilation),
+        or ``jax.numpy`` (default) for a pure JAX function that can be ``jit``-ed and ``vmap``-ed over
+        simulated data sets, as the Geweke and SBC tests do.
 
     Returns
     -------
@@ -116,48 +160,59 @@ def sufficient_statistics(
     The input is assumed valid (the model front ends check it); a within-group design of full
     column rank is required for ``R_w`` and ``b_w`` to be well defined.
     """
-    y = jnp.asarray(y)
-    dtype = y.dtype if jnp.issubdtype(y.dtype, jnp.floating) else jnp.result_type(float)
+    xp = jnp if xp is None else xp
+    y = xp.asarray(y)
+    dtype = y.dtype if xp.issubdtype(y.dtype, xp.floating) else xp.result_type(float)
     y = y.astype(dtype)
-    X = jnp.asarray(X, dtype).reshape(y.shape[0], -1)
+    X = xp.asarray(X, dtype).reshape(y.shape[0], -1)
     n = y.shape[0]
 
     if group is None:
         yw, Xw, groups = y, X, None
     else:
-        U = jnp.asarray(U, dtype)
+        U = xp.asarray(U, dtype)
         J = U.shape[0] if num_groups is None else num_groups
-        group = jnp.asarray(group)
-        counts = jax.ops.segment_sum(jnp.ones_like(y), group, num_segments=J)
-        y_mean = jax.ops.segment_sum(y, group, num_segments=J) / counts
-        x_mean = jax.ops.segment_sum(X, group, num_segments=J) / counts[:, None]
+        group = xp.asarray(group)
+        counts = _segment_sum(xp, xp.ones_like(y), group, J)
+        y_mean = _segment_sum(xp, y, group, J) / counts
+        x_mean = _segment_sum(xp, X, group, J) / counts[:, None]
         yw = y - y_mean[group]
         Xw = X - x_mean[group]
         groups = GroupData(counts=counts, y_mean=y_mean, x_mean=x_mean, U=U)
 
     p = X.shape[1]
     if p == 0:
-        rss = jnp.sum(yw**2)
-        R = jnp.zeros((0, 0), dtype)
-        b = jnp.zeros((0,), dtype)
-        xty = jnp.zeros((0,), dtype)
-        xtx = jnp.zeros((0, 0), dtype)
+        rss = xp.sum(yw**2)
+        R = xp.zeros((0, 0), dtype)
+        b = xp.zeros((0,), dtype)
+        xty = xp.zeros((0,), dtype)
+        xtx = xp.zeros((0, 0), dtype)
     else:
-        Q, R = jnp.linalg.qr(Xw, mode="reduced")
+        Q, R = xp.linalg.qr(Xw, mode="reduced")
         qty = Q.T @ yw
-        b = jax.scipy.linalg.solve_triangular(R, qty, lower=False)
+        if xp is np:
+            b = np.linalg.solve(R, qty)
+        else:
+            b = jax.scipy.linalg.solve_triangular(R, qty, lower=False)
         resid = yw - Xw @ b
-        rss = jnp.sum(resid**2)
+        rss = xp.sum(resid**2)
         xty = R.T @ qty
         xtx = R.T @ R
         if groups is not None:
             xtx = xtx + (groups.x_mean * groups.counts[:, None]).T @ groups.x_mean
+    d = p + (0 if groups is None else groups.U.shape[1])
+    if location_prior is None:
+        location_prior = LocationPrior(xp.zeros((d,), dtype), xp.zeros((d, d), dtype), xp.zeros((), dtype))
+    else:
+        location_prior = LocationPrior(*(xp.asarray(a, dtype) for a in location_prior))
     return LinearData(
-        num_obs=jnp.asarray(n, dtype),
+        num_obs=xp.asarray(n, dtype),
         rss_within=rss,
         chol_within=R,
         beta_within=b,
         xty_within=xty,
         xtx=xtx,
         groups=groups,
+        location_prior=location_prior,
+        y_scale=xp.asarray(y_scale, dtype),
     )

@@ -6,7 +6,9 @@ import re
 from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
+from mlgibbs._lazy import pandas as pd
+
+from mlgibbs.models.validation import _rows
 
 __all__ = ["GroupTerm", "ParsedFormula", "parse_formula", "fixed_design"]
 
@@ -99,9 +101,8 @@ def fixed_design(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, str, np.nd
         col = data[var]
         missing = col.isna().to_numpy()
         if missing.any():
-            rows = ", ".join(map(str, np.flatnonzero(missing)[:5]))
             raise ValueError(
-                f"column {var!r} has {int(missing.sum())} missing value(s) (rows {rows}); "
+                f"column {var!r} has {int(missing.sum())} missing value(s) ({_rows(missing, index=data.index)}); "
                 "nothing is dropped silently: remove or impute these rows first"
             )
         numeric = pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)
@@ -124,7 +125,6 @@ def fixed_design(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, str, np.nd
     for name, values in [(str(lhs.columns[0]), y[:, None]), *((n, X[:, [k]]) for k, n in enumerate(names))]:
         bad = ~np.isfinite(values[:, 0])
         if bad.any():
-            rows = ", ".join(map(str, np.flatnonzero(bad)[:5]))
             raise ValueError(f"{name!r} has {int(bad.sum())} non-finite value(s) after evaluating the "
-                             f"formula (rows {rows}); nothing is dropped silently")
+                             f"formula ({_rows(bad, index=data.index)}); nothing is dropped silently")
     return y, str(lhs.columns[0]), X, names

@@ -9,9 +9,12 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
+from mlgibbs._lazy import pandas as pd
 
-from mlgibbs.models.data import LinearData, sufficient_statistics
+from mlgibbs.base import GibbsState
+from mlgibbs.models import standardize as std_mod
+from mlgibbs.models.checks import check_proper_posterior, check_residual_variation, check_resolution
+from mlgibbs.models.data import LinearData, sufficient_statistics, to_device
 from mlgibbs.models.formula import fixed_design, parse_formula
 from mlgibbs.models.validation import (
     as_float_column,
@@ -19,7 +22,7 @@ from mlgibbs.models.validation import (
     encode_groups,
     within_group_constant,
 )
-from mlgibbs.priors import Flat, Normal, Priors
+from mlgibbs.priors import Flat, LocationPrior, Normal, Priors, check_prior, scale_prior
 
 __all__ = ["Model", "resolve_priors"]
 
@@ -65,11 +68,13 @@ def resolve_priors(priors, predictors: Sequence[str] = (), group_predictors: Seq
     merged.update(priors)
     merged["beta"] = _coefficient_prior(merged["beta"], list(predictors), "beta")
     merged["gamma"] = _coefficient_prior(merged["gamma"], list(group_predictors), "gamma")
+    for block, prior in merged.items():
+        check_prior(prior, block)
     return Priors(**merged)
 
 
 def _resolve_dtype(dtype) -> np.dtype:
-    default = jnp.zeros(()).dtype
+    default = np.dtype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)  # no device work
     if dtype is None:
         return np.dtype(default)
     dtype = np.dtype(dtype)
@@ -96,12 +101,21 @@ class Model:
     Attributes
     ----------
     data
-        The :class:`~mlgibbs.LinearData` pytree (sufficient statistics) that kernels take.
+        The :class:`~mlgibbs.LinearData` pytree (sufficient statistics) that kernels take, in the
+        kernel's coordinates (centred and whitened; see :mod:`mlgibbs.models.standardize` and
+        :meth:`to_user`), with the coefficient priors mapped into them (``data.location_prior``).
     priors
-        :class:`~mlgibbs.priors.Priors`.
-    y, X, group_index
-        The raw observations (float64 NumPy), kept for the pointwise log likelihood and
+        :class:`~mlgibbs.priors.Priors` as the user gave them (the user's coordinates).
+    kernel_priors
+        The scale priors as the kernels see them (the user's, divided by the response's scale
+        ``k``; the same objects when ``k = 1``, which is the rule).
+    y, X, U, group_index
+        The raw observations and designs (float64 NumPy, the user's coordinates).
+    kernel_y, kernel_X
+        ``y`` and ``X`` in the kernel's coordinates (float64), for the pointwise log likelihood and
         posterior predictive draws.
+    standardization
+        The :class:`~mlgibbs.models.standardize.Standardization` between the two.
     response, predictors, group_name, group_labels, group_predictors
         Names used for ArviZ dims and coordinates.
     formula
@@ -122,6 +136,11 @@ class Model:
     group_predictors: tuple[str, ...]
     formula: str | None = None
     dtype: np.dtype = dataclasses.field(default_factory=lambda: np.dtype(np.float32))
+    U: np.ndarray | None = None
+    kernel_y: np.ndarray | None = None
+    kernel_X: np.ndarray | None = None
+    standardization: std_mod.Standardization | None = None
+    kernel_priors: Priors | None = None
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def cached(self, key, build):
@@ -145,6 +164,43 @@ class Model:
             return None
         return np.bincount(self.group_index, minlength=self.num_groups)
 
+    # ------------------------------------------------------------------ coordinates
+    def to_user(self, state, xp=np):
+        """Map a kernel state (or draws with leading batch axes) to the user's coordinates.
+
+        With ``xp=numpy`` (default) the map is computed in float64 on the host, which is how
+        :func:`~mlgibbs.sample` reports draws; ``xp=jax.numpy`` keeps it a pure JAX function in the
+        state's dtype (inside a user's own traced code). ``None`` fields pass through.
+        """
+        if xp is np:
+            state = jax.tree.map(lambda a: np.asarray(a, np.float64), state)
+        return std_mod.to_user(self.standardization, GibbsState(*state[:5]), xp)
+
+    def to_kernel(self, state, xp=np):
+        """Map a state in the user's coordinates (``alpha``, ``beta``, ... as reported) to the kernel's.
+
+        The inverse of :meth:`to_user`; the result is float64 NumPy with ``xp=numpy`` (cast it to
+        ``model.dtype`` before handing it to a kernel), or stays in JAX with ``xp=jax.numpy``.
+        """
+        if xp is np:
+            state = jax.tree.map(lambda a: np.asarray(a, np.float64), state)
+        return std_mod.to_kernel(self.standardization, GibbsState(*state[:5]), xp)
+
+    def data_for(self, y) -> LinearData:
+        """The data pytree of this model with another response ``y`` (the user's units), in JAX.
+
+        A pure JAX function of ``y`` (same designs, groups, priors and coordinates), so it can be
+        ``jit``-ed and ``vmap``-ed over simulated data sets, as the Geweke and SBC tests do.
+        """
+        s = self.standardization
+        y = (jnp.asarray(y, self.dtype) - s.y_shift) / s.y_scale
+        X = jnp.asarray(self.kernel_X, self.dtype)
+        if self.group_index is None:
+            return sufficient_statistics(y, X, location_prior=self.data.location_prior, y_scale=s.y_scale)
+        return sufficient_statistics(y, X, jnp.asarray(self.group_index), self.data.groups.U,
+                                     self.num_groups, location_prior=self.data.location_prior,
+                                     y_scale=s.y_scale)
+
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_formula(
@@ -154,6 +210,7 @@ class Model:
         priors: Mapping | Priors | None = None,
         *,
         dtype=None,
+        standardize: bool = True,
     ) -> "Model":
         """Build a model from an lme4-style formula.
 
@@ -175,7 +232,14 @@ class Model:
             :class:`~mlgibbs.priors.Priors`, or a dict with keys among ``beta``, ``gamma``,
             ``sigma_y``, ``sigma_alpha``.
         dtype
-            ``float32`` or ``float64``; default JAX's default float.
+            ``float32`` or ``float64``; default JAX's default float. The kernels and their states
+            use it; draws are reported in float64 (:func:`~mlgibbs.sample`).
+        standardize
+            ``True`` (default): the kernels work in centred, whitened coordinates computed in
+            float64 (:mod:`mlgibbs.models.standardize`), which keeps every draw exact in float32 for
+            offset responses, uncentred and nearly collinear predictors; draws are mapped back on
+            output. ``False``: the kernels see the user's coordinates unchanged (``model.data`` holds
+            the raw statistics; for tests and for users who compose kernels by hand).
 
         Examples
         --------
@@ -191,7 +255,7 @@ class Model:
         y, response, design, names = fixed_design(parsed.fixed, data)
         if not parsed.group_terms:
             return cls._build(y, design, names, None, None, None, (), priors, dtype,
-                              response=response, group_name=None, formula=formula)
+                              response=response, group_name=None, formula=formula, standardize=standardize)
         group_name = parsed.group_terms[0].group
         if group_name not in data.columns:
             raise ValueError(f"grouping column {group_name!r} is not in the data frame")
@@ -204,7 +268,8 @@ class Model:
         x_names = [n for n, c in zip(names, constant) if not c]
         u_names = [n for n, c in zip(names, constant) if c]
         return cls._build(y, X, x_names, codes, labels, U, u_names, priors, dtype,
-                          response=response, group_name=group_name, formula=formula)
+                          response=response, group_name=group_name, formula=formula,
+                          standardize=standardize)
 
     @classmethod
     def from_arrays(
@@ -222,6 +287,7 @@ class Model:
         group_labels: Sequence | None = None,
         group_predictors: Sequence[str] | None = None,
         dtype=None,
+        standardize: bool = True,
     ) -> "Model":
         """Build a model from arrays.
 
@@ -243,7 +309,7 @@ class Model:
         response, predictors, group_name, group_labels, group_predictors
             Names for the output (default ``y``, ``x0..``, ``group``, sorted labels, ``u0..``).
             Without ``group_labels`` and with ``U`` given, labels are ``U``'s index or ``0..J-1``.
-        priors, dtype
+        priors, dtype, standardize
             As in :meth:`from_formula`.
         """
         y = as_float_column(y, response)
@@ -253,7 +319,7 @@ class Model:
             if U is not None:
                 raise ValueError("U (group-level predictors) was given without a grouping factor `group`")
             return cls._build(y, X, x_names, None, None, None, (), priors, dtype,
-                              response=response, group_name=None, formula=None)
+                              response=response, group_name=None, formula=None, standardize=standardize)
         if U is not None and group_labels is None:
             group_labels = list(U.index) if isinstance(U, pd.DataFrame) else list(range(np.shape(U)[0]))
         codes, labels = encode_groups(group, group_name, n, group_labels)
@@ -269,11 +335,12 @@ class Model:
                 "group-level predictor: pass it as a column of U"
             )
         return cls._build(y, X, x_names, codes, labels, U, u_names, priors, dtype,
-                          response=response, group_name=group_name, formula=None)
+                          response=response, group_name=group_name, formula=None,
+                          standardize=standardize)
 
     @classmethod
     def _build(cls, y, X, x_names, codes, labels, U, u_names, priors, dtype, *,
-               response, group_name, formula) -> "Model":
+               response, group_name, formula, standardize: bool = True) -> "Model":
         dtype = _resolve_dtype(dtype)
         if group_name in ("chain", "draw", "predictor", "group_predictor", "obs_id"):
             raise ValueError(f"the grouping factor is called {group_name!r}, which is a dimension name of "
@@ -298,18 +365,36 @@ class Model:
                     "need fewer predictors than groups"
                 )
         resolved = resolve_priors(priors, x_names, u_names)
-        with jax.enable_x64(True):
-            stats = sufficient_statistics(
-                jnp.asarray(y, jnp.float64),
-                jnp.asarray(X, jnp.float64),
-                None if codes is None else jnp.asarray(codes),
-                None if codes is None else jnp.asarray(U, jnp.float64),
-                None if codes is None else len(labels),
-            )
-            stats = jax.tree.map(np.asarray, stats)
-        stats = jax.tree.map(lambda a: jnp.asarray(a, dtype), stats)
+        grouped = codes is not None
+        num_groups = len(labels) if grouped else None
+        p, q = X.shape[1], (U.shape[1] if grouped else 0)
+        check_proper_posterior(resolved, n=n, p=p, q=q, num_groups=num_groups,
+                               group_name=group_name, response=response)
+        y_k, X_k, U_k, transform = std_mod.standardize(y, X, codes, U, rescale=standardize)
+        stats = sufficient_statistics(y_k, X_k, codes, U_k, num_groups, xp=np)
+        dof = n - p - (num_groups or 0)
+        total = float(np.sum((y - y.mean()) ** 2)) / transform.y_scale**2
+        exact = check_residual_variation(float(stats.rss_within), total, dof, resolved.sigma_y,
+                                         response=response, group_name=group_name)
+        sigma_hat = math.sqrt(float(stats.rss_within) / dof) if dof > 0 and not exact else 0.0
+        magnitudes = [np.abs(stats.beta_within) * math.sqrt(n)]
+        if grouped:
+            magnitudes.append(np.abs(stats.groups.y_mean) * np.sqrt(stats.groups.counts))
+        check_resolution(sigma_hat, np.concatenate(magnitudes), dtype, response=response)
+        mean, precision, log_normalizer = _coefficient_prior_arrays(resolved, p, q if grouped else 0)
+        k_mean, k_precision = std_mod.location_prior(transform, mean, precision, grouped)
+        stats = stats._replace(
+            location_prior=LocationPrior(k_mean, k_precision, np.asarray(log_normalizer)),
+            y_scale=np.asarray(transform.y_scale),
+        )
+        data = to_device(stats, dtype)
+        kernel_priors = resolved._replace(
+            beta=Flat(), gamma=Flat(),
+            sigma_y=scale_prior(resolved.sigma_y, transform.y_scale),
+            sigma_alpha=scale_prior(resolved.sigma_alpha, transform.y_scale),
+        )
         return cls(
-            data=stats,
+            data=data,
             priors=resolved,
             y=y,
             X=X,
@@ -321,6 +406,11 @@ class Model:
             group_predictors=tuple(u_names),
             formula=formula,
             dtype=dtype,
+            U=U,
+            kernel_y=y_k,
+            kernel_X=X_k,
+            standardization=transform,
+            kernel_priors=kernel_priors,
         )
 
     def __repr__(self) -> str:
@@ -332,6 +422,21 @@ class Model:
                       f"  gamma: {list(self.group_predictors)}"]
         lines.append(f"  priors: {self.priors}")
         return "\n".join(lines)
+
+
+def _coefficient_prior_arrays(priors: Priors, p: int, q: int):
+    """Mean, (diagonal) precision and log normaliser of the independent priors on ``(beta, gamma)``."""
+    locs, scales = [], []
+    for prior, size in ((priors.beta, p), (priors.gamma, q)):
+        normal = prior.as_normal()
+        locs.append(np.broadcast_to(np.asarray(normal.loc, dtype=float), (size,)))
+        scales.append(np.broadcast_to(np.asarray(normal.scale, dtype=float), (size,)))
+    loc, scale = np.concatenate(locs), np.concatenate(scales)
+    proper = np.isfinite(scale)
+    precision = np.diag(np.where(proper, 1.0 / np.where(proper, scale, 1.0) ** 2, 0.0))
+    mean = np.where(proper, loc, 0.0)
+    log_normalizer = float(np.sum(-np.log(scale[proper]) - 0.5 * math.log(2 * math.pi)))
+    return mean, precision, log_normalizer
 
 
 def _matrix(values, rows: int, names, prefix: str, arg: str) -> tuple[np.ndarray, list[str]]:

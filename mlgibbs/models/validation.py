@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
+from mlgibbs._lazy import pandas as pd
 
 __all__ = [
     "as_float_column",
@@ -15,15 +15,21 @@ __all__ = [
 ]
 
 
-def _rows(mask: np.ndarray, limit: int = 5) -> str:
+def _rows(mask: np.ndarray, limit: int = 5, index=None) -> str:
+    """``"rows 3, 17, ..."`` for the rows where ``mask`` holds: the labels of ``index`` (a pandas
+    index, e.g. of a filtered data frame, whose labels are what the user sees), else positions."""
     idx = np.flatnonzero(mask)
-    shown = ", ".join(str(i) for i in idx[:limit])
-    return shown + (", ..." if idx.size > limit else "")
+    labels = idx if index is None else np.asarray(index)[idx]
+    shown = ", ".join(str(i) for i in labels[:limit])
+    word = "rows" if index is None else "index labels"
+    return f"{word} {shown}" + (", ..." if idx.size > limit else "")
 
 
 def as_float_column(values, name: str, n: int | None = None) -> np.ndarray:
     """A 1-D float64 array, or a ValueError naming ``name`` (wrong length, non-numeric, NaN/inf)."""
+    index = None
     if isinstance(values, pd.Series):
+        index = values.index
         if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
             raise ValueError(
                 f"column {name!r} is not numeric (dtype {values.dtype}); expected numbers"
@@ -41,7 +47,7 @@ def as_float_column(values, name: str, n: int | None = None) -> np.ndarray:
     bad = ~np.isfinite(arr)
     if bad.any():
         raise ValueError(
-            f"{name!r} has {int(bad.sum())} missing or non-finite value(s) (rows {_rows(bad)}); "
+            f"{name!r} has {int(bad.sum())} missing or non-finite value(s) ({_rows(bad, index=index)}); "
             "nothing is dropped silently: remove or impute these rows first"
         )
     return arr
@@ -55,13 +61,14 @@ def encode_groups(
     Raises a ValueError naming ``name`` for a wrong length, missing labels, labels not among
     ``labels`` (when given), groups in ``labels`` without observations, or fewer than two groups.
     """
+    index = group.index if isinstance(group, pd.Series) else None
     series = group if isinstance(group, pd.Series) else pd.Series(np.asarray(group, dtype=object))
     if series.ndim != 1 or len(series) != n:
         raise ValueError(f"grouping factor {name!r} has length {len(series)}, expected {n}")
     missing = series.isna().to_numpy()
     if missing.any():
         raise ValueError(
-            f"grouping factor {name!r} has {int(missing.sum())} missing label(s) (rows {_rows(missing)})"
+            f"grouping factor {name!r} has {int(missing.sum())} missing label(s) ({_rows(missing, index=index)})"
         )
     if labels is None:
         if isinstance(series.dtype, pd.CategoricalDtype):
@@ -74,15 +81,18 @@ def encode_groups(
     labels = list(labels)
     if len(set(labels)) != len(labels):
         raise ValueError(f"the labels of grouping factor {name!r} contain duplicates")
-    lookup = {label: j for j, label in enumerate(labels)}
     values = series.astype(object).to_numpy()
-    codes = np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64, count=n)
+    try:  # vectorised: the position of each value among the labels, -1 for a value that is not one
+        codes = pd.Index(labels, dtype=object).get_indexer(values).astype(np.int64)
+    except (TypeError, ValueError):  # labels pandas cannot index (unhashable, mixed)
+        lookup = {label: j for j, label in enumerate(labels)}
+        codes = np.fromiter((lookup.get(v, -1) for v in values), dtype=np.int64, count=n)
     unknown = codes < 0
     if unknown.any():
         first = sorted({str(v) for v in values[unknown]})[:5]
         raise ValueError(
             f"grouping factor {name!r} has label(s) not among its {len(labels)} known groups: "
-            f"{', '.join(first)} (rows {_rows(unknown)}); the known groups are the rows of U "
+            f"{', '.join(first)} ({_rows(unknown, index=index)}); the known groups are the rows of U "
             "(its index, or 0..J-1), or pass group_labels="
         )
     counts = np.bincount(codes, minlength=len(labels))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from mlgibbs.base import SamplingAlgorithm
@@ -41,8 +42,9 @@ def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
     Parameters
     ----------
     model
-        A :class:`~mlgibbs.Model`; its priors and block structure configure the kernel, and its
-        data pytree ``model.data`` is what ``init`` and ``step`` take.
+        A :class:`~mlgibbs.Model`; its scale priors and block structure configure the kernel, and
+        its data pytree ``model.data`` (which carries the coefficient priors) is what ``init`` and
+        ``step`` take.
     sampler
         Name of the sampler, one of :data:`SAMPLERS`: ``"gibbs"`` (the five-step sampler of
         Gelman & Hill), ``"px"`` (parameter-expanded), ``"collapsed"`` (scales from their marginal,
@@ -51,11 +53,32 @@ def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
     Returns
     -------
     SamplingAlgorithm
-        The same object for repeated calls with the same model and name, so compiled programs
-        built on it are reused.
+        The same object for every model of the same structure and scale priors (and the same
+        sampler), so compiled programs built on it are reused by a second model of the same shapes.
     """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}")
+    structure = structure_of(model.data)
+    priors = model.kernel_priors
     try:
-        factory = SAMPLERS[sampler]
-    except KeyError:
-        raise ValueError(f"unknown sampler {sampler!r}; expected one of {sorted(SAMPLERS)}") from None
-    return model.cached(("kernel", sampler), lambda: factory(model.priors, structure_of(model.data)))
+        return _cached_kernel(sampler, structure, typed_key(priors), priors)
+    except TypeError:  # priors holding unhashable values (arrays): one kernel per model
+        return model.cached(("kernel", sampler), lambda: SAMPLERS[sampler](priors, structure))
+
+
+def typed_key(value):
+    """A hashable key of a (nested) NamedTuple that tells its types apart.
+
+    Prior NamedTuples compare as plain tuples (``HalfNormal(1.0) == HalfCauchy(1.0)``), so a cache
+    keyed on them alone would hand one family's kernel to the other.
+    """
+    if isinstance(value, tuple):
+        return (type(value).__qualname__, tuple(typed_key(v) for v in value))
+    hash(value)
+    return value
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_kernel(sampler: str, structure: Structure, key, priors) -> SamplingAlgorithm:
+    del key  # the cache key; ``priors`` itself compares without types
+    return SAMPLERS[sampler](priors, structure)

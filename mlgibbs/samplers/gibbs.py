@@ -126,9 +126,9 @@ def gibbs_kernel(priors: Priors = Priors(), structure: Structure | None = None) 
         if s.has_groups:
             updates.append(update_alpha)
         if s.has_beta:
-            updates.append(functools.partial(update_beta, prior=priors.beta))
+            updates.append(update_beta)
         if s.has_gamma:
-            updates.append(functools.partial(update_gamma, prior=priors.gamma))
+            updates.append(update_gamma)
         updates.append(functools.partial(update_sigma_y, prior=priors.sigma_y))
         if s.has_groups:
             updates.append(functools.partial(update_sigma_alpha, prior=priors.sigma_alpha))

@@ -89,7 +89,7 @@ def px_kernel(priors: Priors = Priors(), structure: Structure | None = None) -> 
         key_sweep, key_gamma = jax.random.split(rng_key)
         state = _with_alpha(sweep(key_sweep, state, data), data)
         if state.gamma is not None:  # centred gamma | alpha, then eta re-expressed
-            state = update_gamma(key_gamma, state, data, priors.gamma)
+            state = update_gamma(key_gamma, state, data)
             state = state._replace(eta=(state.alpha - data.groups.U @ state.gamma) / state.xi)
         if rescale:
             c = jnp.abs(state.xi)
