@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import re
 import sys
 import time
@@ -42,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 import mlgibbs as mg
+import mlgibbs.arviz as mga
 
 __all__ = [
     "MODELS",
@@ -170,93 +170,51 @@ def fit_models(
 
 
 # ------------------------------------------------------------------------------------ summaries
-def _summary_kwargs() -> dict[str, Any]:
-    import arviz as az
-
-    params = inspect.signature(az.summary).parameters
-    return {"round_to": "none"} if "round_to" in params else {}
-
-
 def multilevel_summary(fit) -> pd.DataFrame:
-    """``az.summary`` of ``beta``, ``gamma``, ``sigma_y`` and ``sigma_alpha``, unrounded.
+    """Summary of ``beta``, ``gamma``, ``sigma_y`` and ``sigma_alpha`` (:func:`mlgibbs.arviz.summary`).
 
-    The columns are whatever the installed ArviZ gives (0.x: ``mean, sd, hdi_3%, ..., r_hat``;
-    1.x: ``mean, sd, eti89_lb, ..., mcse_sd``); use :func:`_column` to read them.
+    Unrounded, with the same columns under ArviZ 0.x and 1.x: ``mean, sd, hdi94_lb, hdi94_ub,
+    ess_bulk, ess_tail, r_hat, mcse_mean, mcse_sd``.
     """
-    import arviz as az
-
     posterior = fit.posterior
-    names = [v for v in SUMMARY_VARS if v in posterior]
-    return az.summary(fit, var_names=names, **_summary_kwargs())
-
-
-def _column(table: pd.DataFrame, *candidates: str) -> str | None:
-    """The first of ``candidates`` that is a column of ``table`` (ArviZ 0.x and 1.x differ)."""
-    for name in candidates:
-        if name in table.columns:
-            return name
-    return None
+    return mga.summary(fit, var_names=[v for v in SUMMARY_VARS if v in posterior])
 
 
 def diagnostics_ok(summary: pd.DataFrame, rhat_max: float = RHAT_MAX,
                    ess_min: float = ESS_MIN) -> tuple[bool, str]:
-    """Check R-hat and bulk/tail ESS of a summary table; return ``(ok, one-line verdict)``."""
-    rhat = _column(summary, "r_hat", "rhat", "R_hat")
-    ess = [c for c in (_column(summary, "ess_bulk", "ess_mean", "ess"), _column(summary, "ess_tail"))
-           if c is not None]
-    if rhat is None or not ess:
-        return False, f"R-hat/ESS columns not found in az.summary (columns: {list(summary.columns)})"
-    max_rhat = float(summary[rhat].max())
-    min_ess = {c: float(summary[c].min()) for c in ess}
+    """Check R-hat and bulk/tail ESS of a :func:`multilevel_summary`; return ``(ok, verdict)``."""
+    missing = [c for c in ("r_hat", "ess_bulk", "ess_tail") if c not in summary.columns]
+    if missing:
+        return False, f"columns {missing} not in the summary (columns: {list(summary.columns)})"
+    max_rhat = float(summary["r_hat"].max())
+    min_ess = {c: float(summary[c].min()) for c in ("ess_bulk", "ess_tail")}
     ok = max_rhat < rhat_max and all(v > ess_min for v in min_ess.values())
     parts = [f"max R-hat {max_rhat:.4f}"] + [f"min {c} {v:.0f}" for c, v in min_ess.items()]
     verdict = "OK" if ok else "NOT OK: increase --thin or --num-draws"
     return ok, f"{', '.join(parts)} -> {verdict} (want R-hat < {rhat_max}, ESS > {ess_min})"
 
 
-def _elpd_field(elpd, *names: str):
-    """Read a field of an ``ELPDData`` (a pandas Series in ArviZ 0.x, an object in 1.x)."""
-    for name in names:
-        value = getattr(elpd, name, None)
-        if value is None:
-            try:
-                value = elpd[name]
-            except (KeyError, TypeError, IndexError):
-                value = None
-        if value is not None:
-            return value
-    return None
-
-
 def loo_compare(fits: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """PSIS-LOO of every fit and ``az.compare`` of them.
+    """PSIS-LOO of every fit and their comparison, by :func:`mlgibbs.arviz.loo` and ``compare``.
 
     Returns
     -------
     comparison
-        ``az.compare`` on the LOO results (ranked, best first; columns as the installed ArviZ names
-        them: ``elpd_loo``/``elpd``, ``p_loo``/``p``, ``elpd_diff``, ``weight``, ``se``, ``dse``,
-        ``warning``).
+        Ranked, best first, full precision, the same columns and signs under ArviZ 0.x and 1.x:
+        ``rank``, ``elpd`` (PSIS-LOO estimate of the expected log predictive density, higher is
+        better), ``se``, ``p`` (effective number of parameters), ``elpd_diff`` (this model's elpd
+        minus the best model's: 0 for the best, negative for the others), ``dse`` (its standard
+        error), ``weight`` (stacking weight) and ``warning`` (some Pareto k above the threshold).
     pareto_k
         Per model: ``k_above`` (observations whose Pareto k exceeds ``k_threshold``, where the
         importance-sampling estimate is unreliable), ``k_threshold`` and ``k_max``.
     """
-    import arviz as az
-
-    loos, rows = {}, {}
-    for name, fit in fits.items():
-        loo = az.loo(fit, pointwise=True)
-        loos[name] = loo
-        k = np.asarray(_elpd_field(loo, "pareto_k"), dtype=float).ravel()
-        good = _elpd_field(loo, "good_k")
-        threshold = 0.7 if good is None else float(good)
-        rows[name] = {"k_above": int(np.sum(k > threshold)), "k_threshold": threshold,
-                      "k_max": float(np.max(k))}
-    if "ic" in inspect.signature(az.compare).parameters:
-        comparison = az.compare(loos, ic="loo")
-    else:  # ArviZ 1.x: PSIS-LOO is the only criterion
-        comparison = az.compare(loos)
-    return comparison, pd.DataFrame.from_dict(rows, orient="index")
+    loos = {name: mga.loo(fit) for name, fit in fits.items()}
+    pareto_k = pd.DataFrame.from_dict(
+        {name: {"k_above": result.k_above, "k_threshold": result.good_k,
+                "k_max": float(np.max(result.pareto_k))} for name, result in loos.items()},
+        orient="index")
+    return mga.compare(loos), pareto_k
 
 
 @contextlib.contextmanager
@@ -277,7 +235,11 @@ def _unique_warnings(caught) -> list[tuple[str, str, int]]:
 
 
 def format_table(table: pd.DataFrame, digits: int = 3) -> str:
-    """Format a numeric table readably: ESS as integers, other floats to ``digits`` decimals."""
+    """Format a numeric table readably for printing (the table itself keeps full precision).
+
+    ESS, ranks and counts as integers, R-hat to 4 decimals, stacking weights to 3, other floats to
+    ``digits`` decimals.
+    """
     formatters = {}
     for col in table.columns:
         series = table[col]
@@ -285,8 +247,10 @@ def format_table(table: pd.DataFrame, digits: int = 3) -> str:
             continue
         if str(col).startswith("ess") or str(col) in ("rank", "k_above"):
             formatters[col] = lambda v: f"{v:.0f}"
-        elif str(col) in ("r_hat", "rhat"):
+        elif str(col) == "r_hat":
             formatters[col] = lambda v: f"{v:.4f}"
+        elif str(col) == "weight":
+            formatters[col] = lambda v: f"{v:.3f}"
         else:
             formatters[col] = lambda v, d=digits: f"{v:.{d}f}"
     with pd.option_context("display.max_columns", None, "display.width", 250,
@@ -509,7 +473,7 @@ def run(
         _print(stream, f"  {'':<17} {what}")
 
     caught: list = []
-    _heading(stream, "Multilevel model: posterior summary (az.summary)")
+    _heading(stream, "Multilevel model: posterior summary (az.summary; hdi94: 94% HDI)")
     with _collect_warnings(caught):
         summary = multilevel_summary(fits["multilevel"])
     _print(stream, format_table(summary))
@@ -520,6 +484,9 @@ def run(
     with _collect_warnings(caught):
         comparison, pareto_k = loo_compare(fits)
     _print(stream, format_table(comparison, digits=1))
+    _print(stream, "elpd_diff: elpd minus that of the best model (0 for it, negative for the others),")
+    _print(stream, "dse: its standard error; weight: stacking weight; p: effective number of")
+    _print(stream, "parameters; warning: some Pareto k above the threshold (table below).")
     _print(stream)
     _print(stream, "Pareto k by model (k above the threshold: the PSIS estimate of that house's")
     _print(stream, "leave-one-out density is unreliable, typically a county with one or two houses")

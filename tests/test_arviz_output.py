@@ -11,14 +11,20 @@ What is tested
   a grouping column named like one of the other dimensions (``draw``, ``predictor``, ...) is either
   refused when the model is built or kept apart, never a failure after sampling.
 * ArviZ functions run on the output: ``az.summary``, ``az.loo``, ``az.compare``, ``az.ess``,
-  ``az.rhat``.
+  ``az.rhat``; and mlgibbs' version-independent wrappers of them (:mod:`mlgibbs.arviz`) give the
+  same columns, signs and full precision under ArviZ 0.x and 1.x, checked against the definitions:
+  ``summary`` against ``az.ess``/``az.rhat``/NumPy on the draws, ``loo`` against the sum of its
+  pointwise values, ``compare`` against differences of the pointwise values.
+* Which container: ``arviz.InferenceData`` under ArviZ 0.x, ``xarray.DataTree`` under 1.x; producing
+  it emits no ArviZ ``MigrationWarning`` (ArviZ 1.x warns when ``arviz.InferenceData`` is looked up,
+  so the version is read first), checked on both stacks with a stand-in ArviZ 1.x module.
 * Values: ``log_likelihood`` equals ``scipy.stats.norm.logpdf`` computed directly from the raw data
   and the stored draws; ``sample_stats.lp`` equals :func:`mlgibbs.log_joint` recomputed and an
   independent scipy computation of the log joint density (flat/uniform priors add 0).
 * The ArviZ 1.x path (``xarray.DataTree``), forced by monkeypatching
-  ``mlgibbs.arviz._is_arviz_1``: ArviZ 1.x needs Python 3.12 and cannot be installed here, so this
-  is the guard that the DataTree container has the same groups and layout, and that
-  :func:`mlgibbs.last_state` reads it.
+  ``mlgibbs.arviz._is_arviz_1``: under ArviZ 0.x (Python < 3.12) this is the guard that the DataTree
+  container has the same groups and layout, and that :func:`mlgibbs.last_state` reads it; under
+  ArviZ 1.x it is the path every test above takes anyway.
 
 Tolerances
 ----------
@@ -36,6 +42,9 @@ standardised values are independent given the draws, so the standard errors are 
 
 from __future__ import annotations
 
+import types
+import warnings
+
 import arviz as az
 import jax
 import jax.numpy as jnp
@@ -47,6 +56,7 @@ from scipy import stats
 
 import mlgibbs as mg
 import mlgibbs.arviz as mg_arviz
+from mlgibbs.arviz import groups
 
 FIELDS = ("alpha", "beta", "gamma", "sigma_y", "sigma_alpha")
 NUM_CHAINS, NUM_DRAWS, NUM_OBS, NUM_COUNTIES = 2, 250, 919, 85
@@ -83,12 +93,45 @@ def draws_of(idata) -> mg.GibbsState:
 
 # --------------------------------------------------------------------------- groups
 def test_groups(idata):
-    assert set(idata.groups()) == GROUPS | {"posterior_predictive"}
+    assert set(groups(idata)) == GROUPS | {"posterior_predictive"}
 
 
 def test_posterior_predictive_only_on_request(pooled):
     _, out = pooled
-    assert set(out.groups()) == GROUPS
+    assert set(groups(out)) == GROUPS
+
+
+def test_container_of_the_installed_arviz(idata):
+    expected = xr.DataTree if mg_arviz._is_arviz_1(az) else az.InferenceData
+    assert isinstance(idata, expected)
+
+
+def test_sampling_emits_no_arviz_migration_warning(model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mg.sample(jax.random.key(2), model, num_chains=1, num_warmup=0, num_draws=5)
+    migration = [f"{w.category.__name__}: {w.message}" for w in caught
+                 if w.category.__name__ == "MigrationWarning" or "InferenceData" in str(w.message)]
+    assert not migration, migration
+
+
+def test_arviz_1_is_recognised_before_any_dropped_name_is_looked_up(monkeypatch):
+    """A stand-in for ArviZ 1.x that warns, as ArviZ 1.x does, when ``InferenceData`` is looked up:
+    building the output must not look it up (this runs under ArviZ 0.x too)."""
+
+    class Arviz1(types.ModuleType):
+        __version__ = "1.3.0"
+
+        def __getattr__(self, name):
+            warnings.warn(f"arviz.{name} is no longer available", UserWarning)
+            raise AttributeError(name)
+
+    monkeypatch.setattr(mg_arviz, "_arviz", lambda: Arviz1("arviz"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tree = mg_arviz.make_inference_data(
+            {"posterior": xr.Dataset({"sigma_y": (("chain", "draw"), np.ones((2, 3)))})})
+    assert isinstance(tree, xr.DataTree)
 
 
 def test_attributes(idata, model):
@@ -120,12 +163,13 @@ def test_posterior_layout(idata, radon):
 def test_observed_and_pointwise_layout(idata, model):
     obs = idata.observed_data["log_radon"]
     assert obs.dims == ("obs_id",)
-    np.testing.assert_array_equal(obs.values, model.y.astype(np.float32))
+    np.testing.assert_array_equal(obs.values, model.y)  # the user's data, as given (float64)
+    assert obs.dtype == np.float64
     for group in ("log_likelihood", "posterior_predictive"):
         var = idata[group]["log_radon"]
         assert var.dims == ("chain", "draw", "obs_id"), group
         assert var.shape == (NUM_CHAINS, NUM_DRAWS, NUM_OBS), group
-        assert var.dtype == np.float32
+        assert var.dtype == np.float64  # reported in float64, like every draw
     assert idata.sample_stats["lp"].dims == ("chain", "draw")
 
 
@@ -207,7 +251,8 @@ def test_log_likelihood_matches_scipy(idata, model):
 
 def test_lp_equals_log_joint(idata, model):
     lp = idata.sample_stats["lp"].values
-    draws = jax.tree.map(jnp.asarray, draws_of(idata))
+    # log_joint takes the kernel's coordinates (the reported draws mapped in) and gives the user's density
+    draws = jax.tree.map(lambda a: jnp.asarray(a, model.dtype), model.to_kernel(draws_of(idata)))
     recomputed = jax.jit(jax.vmap(jax.vmap(lambda s: mg.log_joint(s, model.data, model.priors))))(draws)
     np.testing.assert_allclose(np.asarray(recomputed), lp, rtol=1e-6)
 
@@ -230,7 +275,7 @@ def test_lp_matches_scipy(idata, model, radon):
 
 # --------------------------------------------------------------------------- ArviZ functions
 def test_summary(idata):
-    summary = az.summary(idata)
+    summary = az.summary(idata, round_to="none")
     expected = (["alpha[AITKIN]", "beta[floor]", "gamma[Intercept]", "gamma[log_uranium]", "sigma_y",
                  "sigma_alpha"])
     assert set(expected) <= set(summary.index)
@@ -247,24 +292,70 @@ def test_ess_and_rhat(idata):
     assert ess["alpha"].dims == ("county",)
 
 
+def test_version_independent_summary(idata):
+    """:func:`mlgibbs.arviz.summary`: fixed columns, unrounded, each column what its name says."""
+    table = mg_arviz.summary(idata, var_names=["beta", "sigma_alpha"])
+    assert tuple(table.columns) == mg_arviz.SUMMARY_COLUMNS
+    assert list(table.index) == ["beta[floor]", "sigma_alpha"]
+    assert all(dtype == np.float64 for dtype in table.dtypes)
+    draws = idata.posterior["sigma_alpha"].values.astype(np.float64)
+    row = table.loc["sigma_alpha"]
+    np.testing.assert_allclose(row["mean"], draws.mean(), rtol=1e-6)
+    np.testing.assert_allclose(row["sd"], draws.std(ddof=1), rtol=1e-5)  # ddof 0 differs by 1e-3
+    for method in ("bulk", "tail"):
+        ess = float(az.ess(idata, method=method)["sigma_alpha"])
+        np.testing.assert_allclose(row[f"ess_{method}"], ess, rtol=1e-9)
+    np.testing.assert_allclose(row["r_hat"], float(az.rhat(idata)["sigma_alpha"]), rtol=1e-12)
+    # the 94% HDI: a shortest interval holding at least 94% of the draws
+    inside = np.mean((draws >= row["hdi94_lb"]) & (draws <= row["hdi94_ub"]))
+    assert 0.94 <= inside <= 0.94 + 2 / draws.size, inside
+    assert 0 < row["mcse_mean"] < row["sd"] and 0 < row["mcse_sd"] < row["sd"]
+
+
 def test_loo(idata):
-    loo = az.loo(idata)
-    assert np.isfinite(loo["elpd_loo"])
-    assert loo["n_data_points"] == NUM_OBS
-    assert loo["n_samples"] == NUM_CHAINS * NUM_DRAWS
+    result = mg_arviz.loo(idata)
+    assert np.isfinite(result.elpd) and result.p > 0
+    assert result.n_data_points == NUM_OBS
+    assert result.n_samples == NUM_CHAINS * NUM_DRAWS
+    assert result.elpd_i.shape == result.pareto_k.shape == (NUM_OBS,)
+    np.testing.assert_allclose(result.elpd, result.elpd_i.sum(), rtol=1e-12)
+    # se: sqrt(n var(elpd_i)); ArviZ 0.x takes the variance with ddof 0, 1.x with ddof 1
+    ddof = 1 if mg_arviz._is_arviz_1(az) else 0
+    np.testing.assert_allclose(result.se, np.sqrt(NUM_OBS * result.elpd_i.var(ddof=ddof)), rtol=1e-9)
+    assert result.good_k == pytest.approx(min(1 - 1 / np.log10(result.n_samples), 0.7))
+    assert result.k_above == int(np.sum(result.pareto_k > result.good_k))
 
 
 def test_compare(idata, pooled):
-    """The varying-intercept model with uranium beats complete pooling on radon.
+    """The varying-intercept model with uranium beats complete pooling on radon, and the table of
+    :func:`mlgibbs.arviz.compare` means the same under ArviZ 0.x and 1.x, at full precision.
 
-    Its elpd_loo is higher by about 63 with a standard error of the difference of about 11.5 (a
+    Its elpd is higher by about 63 with a standard error of the difference of about 11.5 (a
     property of the data; the Monte Carlo error of each loo estimate with 500 draws is below 1), so
-    the ranking is not a coin flip.
+    the ranking is not a coin flip. ``elpd_diff`` is the model's elpd minus the best model's
+    (negative), ``dse`` the standard error of the sum of the pointwise differences.
     """
     _, pooled_idata = pooled
-    table = az.compare({"varying": idata, "pooled": pooled_idata})
-    assert list(table.index) == ["varying", "pooled"]
-    assert table.loc["pooled", "elpd_diff"] > 3 * table.loc["pooled", "dse"]
+    loos = {"varying": mg_arviz.loo(idata), "pooled": mg_arviz.loo(pooled_idata)}
+    table = mg_arviz.compare({"varying": idata, "pooled": loos["pooled"]})  # fits or Loo results
+    assert tuple(table.columns) == mg_arviz.COMPARE_COLUMNS
+    assert list(table.index) == ["varying", "pooled"] and table.index.name == "model"
+    assert list(table["rank"]) == [0, 1]
+    assert table.loc["pooled", "elpd_diff"] < -3 * table.loc["pooled", "dse"]
+    # against the definitions, to 1e-9: no rounding anywhere
+    for name, result in loos.items():
+        np.testing.assert_allclose(table.loc[name, ["elpd", "se", "p"]].to_numpy(float),
+                                   [result.elpd, result.se, result.p], rtol=1e-9)
+        assert table.loc[name, "warning"] == (result.k_above > 0)
+    diff_i = loos["pooled"].elpd_i - loos["varying"].elpd_i
+    np.testing.assert_allclose(table["elpd_diff"].to_numpy(), [0.0, diff_i.sum()], rtol=1e-9)
+    dse = np.sqrt(NUM_OBS * diff_i.var())  # ArviZ 0.x and 1.x alike (unlike se, see test_loo)
+    np.testing.assert_allclose(table["dse"].to_numpy(), [0.0, dse], rtol=1e-9)
+    assert np.all(table["weight"].between(0, 1)) and table["weight"].sum() == pytest.approx(1)
+    assert table["weight"].iloc[0] > 0.5
+    # ArviZ itself runs on the output, and ranks the same way
+    raw = az.compare({"varying": idata, "pooled": pooled_idata})
+    assert list(raw.index) == ["varying", "pooled"]
 
 
 # --------------------------------------------------------------------------- ArviZ 1.x: DataTree
@@ -281,7 +372,7 @@ def datatree(idata, model, monkeypatch):
 
 def test_datatree_groups_and_layout(datatree, idata):
     assert isinstance(datatree, xr.DataTree)
-    assert set(datatree.children) == GROUPS | {"posterior_predictive"}
+    assert set(datatree.children) == set(groups(datatree)) == GROUPS | {"posterior_predictive"}
     alpha = datatree["posterior"]["alpha"]
     assert alpha.dims == ("chain", "draw", "county")
     np.testing.assert_array_equal(alpha["county"].values, idata.posterior["county"].values)
@@ -301,12 +392,14 @@ def test_last_state_reads_datatree(datatree, idata, model):
 
 
 def test_make_inference_data_containers(monkeypatch):
-    groups = {"posterior": xr.Dataset({"sigma_y": (("chain", "draw"), np.ones((2, 3)))})}
-    assert isinstance(mg_arviz.make_inference_data(groups), az.InferenceData)
+    datasets = {"posterior": xr.Dataset({"sigma_y": (("chain", "draw"), np.ones((2, 3)))})}
+    installed = xr.DataTree if mg_arviz._is_arviz_1(az) else az.InferenceData
+    assert isinstance(mg_arviz.make_inference_data(datasets), installed)
     monkeypatch.setattr(mg_arviz, "_is_arviz_1", lambda az_module: True)
-    tree = mg_arviz.make_inference_data(groups)
+    tree = mg_arviz.make_inference_data(datasets)
     assert isinstance(tree, xr.DataTree)
     assert tree["posterior"]["sigma_y"].dims == ("chain", "draw")
+    assert groups(tree) == ["posterior"]
 
 
 @pytest.mark.parametrize("version, expected", [("0.23.4", False), ("0.17.0", False), ("1.0.0", True),

@@ -10,7 +10,11 @@ What is tested
 * The multilevel posterior means in the summary CSV against the published estimates of Gelman &
   Hill (2007, sec. 12.6, the ``lmer`` fit of ``y ~ x + u + (1 | county)``): floor -0.67 (se 0.07),
   intercept 1.47 (se 0.04), log uranium 0.72 (se 0.09), sigma_y 0.76, sigma_alpha 0.16.
-* The LOO ranking: the multilevel model first.
+* The LOO table (``radon_loo_compare.csv``), the same under ArviZ 0.x and 1.x: the columns of
+  :data:`mlgibbs.arviz.COMPARE_COLUMNS`, the multilevel model first, ``elpd_diff`` equal to the
+  model's ``elpd`` minus the best one's (0 for the best, negative for the others) to 1e-6, which
+  a table rounded to two significant figures (ArviZ 1.x's default) fails.
+* No ArviZ ``MigrationWarning`` (ArviZ 1.x's warning when a dropped name is used) is printed.
 * The argument parser (in process, nothing sampled) and the job's helper functions on hand-made
   draws (no sampling), where the expected answer is known exactly.
 
@@ -28,7 +32,7 @@ false-alarm rate far below 1%.
 
 The LOO ranking is a property of the data: the multilevel model beats the next best by about
 35 elpd with a standard error of the difference near 9 (about 4 SE), while the Monte Carlo error of
-an ``elpd_loo`` from 800 draws is well under 1.
+an ``elpd`` from 800 draws is well under 1.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import pandas as pd
 import pytest
 
 import mlgibbs as mg
+import mlgibbs.arviz as mga
 from mlgibbs import radon_job
 from mlgibbs.__main__ import main
 
@@ -107,6 +112,15 @@ def test_job_prints_every_section(job):
     comparison = text.split("== LOO comparison")[1].split("== Warnings")[0]
     for name in MODEL_NAMES:
         assert name in comparison
+    for column in ("elpd", "elpd_diff", "dse", "weight", "negative for the others"):
+        assert column in comparison
+    assert "elpd_loo" not in comparison
+
+
+def test_job_prints_no_arviz_migration_warning(job):
+    proc, _ = job
+    for stream in (proc.stdout, proc.stderr):
+        assert "MigrationWarning" not in stream and "InferenceData is no longer" not in stream
 
 
 def test_job_shows_pareto_k_warnings(job):
@@ -142,8 +156,15 @@ def test_multilevel_summary_matches_published_values(job):
 def test_loo_ranks_multilevel_first(job):
     _, out = job
     comparison = pd.read_csv(out / "radon_loo_compare.csv", index_col="model")
+    assert tuple(comparison.columns) == mga.COMPARE_COLUMNS
     assert set(comparison.index) == MODEL_NAMES
     assert comparison.index[0] == "multilevel"
+    assert list(comparison["rank"]) == [0, 1, 2, 3]
+    elpd_diff = comparison["elpd_diff"].to_numpy()
+    assert elpd_diff[0] == 0 and np.all(elpd_diff[1:] < 0)
+    best = comparison["elpd"].max()
+    np.testing.assert_allclose(elpd_diff, comparison["elpd"] - best, rtol=0, atol=1e-6)
+    assert comparison["weight"].sum() == pytest.approx(1)
 
 
 # ------------------------------------------------------------------------ parser, in process
@@ -233,7 +254,7 @@ def test_county_estimates_rejects_a_fit_without_counties(radon_data):
         radon_job.county_estimates(fit, model, radon_data)
 
 
-def test_diagnostics_verdict_reads_arviz_0_and_1_columns():
+def test_diagnostics_verdict():
     healthy = pd.DataFrame({"ess_bulk": [900.0, 500.0], "ess_tail": [800.0, 450.0],
                             "r_hat": [1.001, 1.004]})
     ok, verdict = radon_job.diagnostics_ok(healthy)

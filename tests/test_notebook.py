@@ -6,7 +6,11 @@ What is tested
   without an error, in a temporary working directory, with the repository on ``PYTHONPATH`` so the
   kernel imports this checkout of :mod:`mlgibbs`. It produces its figures (``image/png`` outputs).
 * The notebook stored in the repository was saved *with* its outputs (readers see the plots
-  without running it) and stays small (< 2 MB).
+  without running it) and stays small (< 2 MB); its outputs show no path of the machine that ran
+  it.
+* Its LOO table is the version-independent one (:func:`mlgibbs.arviz.compare`), in the code, the
+  text and the saved output: columns ``elpd`` and ``elpd_diff``, never ArviZ 0.x's ``elpd_loo``;
+  ``elpd_diff`` 0 for the first model and negative for the others. After a fresh run too.
 
 No statistical tolerances are involved: the numbers in the notebook are checked by the tests of
 the job it shares its code with (``tests/test_main_job.py``). The test is skipped only when the
@@ -33,6 +37,35 @@ def _outputs(nb, kind):
             if out.output_type == kind]
 
 
+def _loo_table(nb) -> str:
+    """The text of the LOO comparison table the notebook printed."""
+    cells = [cell for cell in nb.cells if cell.cell_type == "code" and "loo_compare" in cell.source]
+    tables = [out["data"]["text/plain"] for cell in cells for out in cell.outputs
+              if "text/plain" in out.get("data", {})]
+    assert len(tables) == 1, tables
+    return tables[0]
+
+
+def _check_loo_table(text: str) -> None:
+    header, _, *rows = text.splitlines()
+    assert header.split() == ["rank", "elpd", "se", "p", "elpd_diff", "dse", "weight", "warning"]
+    elpd_diff = [float(row.split()[5]) for row in rows]
+    assert elpd_diff[0] == 0 and all(d < 0 for d in elpd_diff[1:]), text
+
+
+def test_saved_notebook_uses_the_version_independent_loo_table():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    assert "elpd_loo" not in "".join(cell.source for cell in nb.cells)
+    _check_loo_table(_loo_table(nb))
+
+
+def test_saved_outputs_show_no_local_path():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    outputs = str([cell.outputs for cell in nb.cells if cell.cell_type == "code"])
+    for marker in ("site-packages", "/root/", "/home/", "/tmp/"):
+        assert marker not in outputs, marker
+
+
 def test_saved_notebook_has_outputs_and_is_small():
     assert NOTEBOOK.stat().st_size < 2 * 1024**2
     nb = nbformat.read(NOTEBOOK, as_version=4)
@@ -55,3 +88,4 @@ def test_notebook_executes_without_errors(tmp_path, monkeypatch):
     images = [out for out in _outputs(nb, "execute_result") + _outputs(nb, "display_data")
               if "image/png" in out.get("data", {})]
     assert len(images) >= 4
+    _check_loo_table(_loo_table(nb))

@@ -12,7 +12,10 @@ What is tested
   body's result; two compilations of ``logdensity(edge) > level`` can round differently in float32
   when the density at the edge is within rounding of the slice level, and then no lane moves while
   the loop goes on for ever. This hung 1,000 chains of the collapsed sampler on radon after a few
-  hundred sweeps. The predicate must be computed once, in the body, and carried.
+  hundred sweeps. The predicate must be computed once, in the body, and carried. The check walks
+  the jaxpr, nested jaxprs included (``jax.extend.core.jaxprs_in_params``; it was
+  ``jax.core.jaxprs_in_params`` before JAX 0.12 removed it), and is itself tested: it must find the
+  log density in the condition of a deliberately naive stepping-out loop, nested inside ``jit``.
 * The regression itself: 1,000 chains of the collapsed sampler on radon, 400 sweeps, in a subprocess
   with a time limit (it hung within 70 to 500 sweeps before the fix; it takes about 10 s after it).
 """
@@ -26,6 +29,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.extend.core
 import jax.numpy as jnp
 import numpy as np
 from scipy import stats
@@ -65,24 +69,63 @@ def test_slice_invariance_and_convergence_under_vmap():
     assert p_convergence > FAMILY_ALPHA / 2, p_convergence
 
 
+def _jaxprs_in_params(params):
+    """The jaxprs nested in an equation's parameters (in ``jax.extend.core``; ``jax.core`` before)."""
+    find = getattr(jax.extend.core, "jaxprs_in_params", None) or jax.core.jaxprs_in_params
+    return find(params)
+
+
 def _while_equations(jaxpr):
+    """Every ``while`` equation of ``jaxpr``, at any depth (inside ``jit``, ``cond``, other loops)."""
     for eqn in jaxpr.eqns:
         if eqn.primitive.name == "while":
             yield eqn
-        for sub in jax.core.jaxprs_in_params(eqn.params):
+        for sub in _jaxprs_in_params(eqn.params):
             yield from _while_equations(sub)
 
 
-def test_no_while_condition_evaluates_the_log_density():
-    def run(key, x):
-        return slice_sample(key, x, log_target, 1.0)
+def _primitives(jaxpr) -> set[str]:
+    """Names of the primitives ``jaxpr`` evaluates, at any depth."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for sub in _jaxprs_in_params(eqn.params):
+            names |= _primitives(sub)
+    return names
 
-    closed = jax.make_jaxpr(jax.vmap(run))(jax.random.split(jax.random.key(0), 4), jnp.zeros(4))
-    loops = list(_while_equations(closed.jaxpr))
-    assert len(loops) == 3, "stepping out (two loops) and shrinkage"
-    for eqn in loops:
-        cond_primitives = {e.primitive.name for e in eqn.params["cond_jaxpr"].jaxpr.eqns}
-        assert "exp" not in cond_primitives, f"a while condition evaluates the log density: {cond_primitives}"
+
+def _while_conditions(fn, *args) -> list[set[str]]:
+    """The primitives of the condition of every while loop of ``jax.vmap(fn)``."""
+    closed = jax.make_jaxpr(jax.vmap(fn))(*args)
+    return [_primitives(eqn.params["cond_jaxpr"].jaxpr) for eqn in _while_equations(closed.jaxpr)]
+
+
+def _batch(size: int = 4):
+    return jax.random.split(jax.random.key(0), size), jnp.zeros(size)
+
+
+def test_no_while_condition_evaluates_the_log_density():
+    conditions = _while_conditions(lambda key, x: slice_sample(key, x, log_target, 1.0), *_batch())
+    assert len(conditions) == 3, "stepping out (two loops) and shrinkage"
+    for primitives in conditions:
+        assert "exp" not in primitives, f"a while condition evaluates the log density: {primitives}"
+
+
+def test_the_while_condition_check_finds_a_naive_loop():
+    """The check above can fail: a stepping-out loop that tests ``log_target(edge) > level`` in its
+    condition, hidden inside ``jit``, is found, and its condition evaluates ``exp``."""
+
+    @jax.jit
+    def naive_step_out(edge, level):
+        return jax.lax.while_loop(lambda e: log_target(e) > level, lambda e: e + 1.0, edge)
+
+    def run(key, x):
+        level = log_target(x) - jax.random.exponential(key)
+        return naive_step_out(x + 1.0, level)
+
+    conditions = _while_conditions(run, *_batch())
+    assert len(conditions) == 1
+    assert "exp" in conditions[0], conditions[0]
 
 
 def test_many_collapsed_chains_do_not_hang():
