@@ -45,6 +45,8 @@ def timed_run(model, sampler, num_chains, num_warmup, num_draws):
     draws, _, _ = compiled(keys, init, model.data)
     jax.block_until_ready(draws)
     sample_s = time.perf_counter() - t0
+    user = model.to_user(mg.GibbsState(alpha=None, **draws))  # the reported coordinates
+    draws = {k: getattr(user, k) for k in SCALARS}
     sweeps = num_chains * (num_warmup + num_draws)
     out = {"sampler": sampler, "n": model.num_obs, "J": model.num_groups, "num_chains": num_chains,
            "num_warmup": num_warmup, "num_draws": num_draws, "compile_s": compile_s,

@@ -18,8 +18,13 @@ The functional core: ``kernel = mg.gibbs(model)`` with pure ``kernel.init(rng_ke
 
 __version__ = "0.1.0"
 
+from mlgibbs import _compilation_cache
+
+#: Where compiled programs are kept between sessions (``None``: off); see
+#: :mod:`mlgibbs._compilation_cache` (``MLGIBBS_COMPILATION_CACHE=0`` turns it off).
+COMPILATION_CACHE = _compilation_cache.enable()
+
 from mlgibbs import datasets, priors
-from mlgibbs.arviz import to_inference_data
 from mlgibbs.base import GibbsState, SamplingAlgorithm, Update, compose
 from mlgibbs.conditionals import (
     update_alpha,
@@ -30,11 +35,13 @@ from mlgibbs.conditionals import (
 )
 from mlgibbs.logdensity import log_joint, pointwise_log_likelihood
 from mlgibbs.models import GroupData, LinearData, Model, sufficient_statistics
-from mlgibbs.run import last_state, sample, sample_chains
+from mlgibbs.diagnostics import ConvergenceWarning
+from mlgibbs.run import add_log_likelihood, last_state, sample, sample_chains
 from mlgibbs.samplers import DEFAULT_SAMPLER, SAMPLERS, default_sampler, gibbs
 
 __all__ = [
     "__version__",
+    "COMPILATION_CACHE",
     "datasets",
     "priors",
     "Model",
@@ -57,7 +64,34 @@ __all__ = [
     "sample",
     "sample_chains",
     "last_state",
+    "add_log_likelihood",
+    "ConvergenceWarning",
     "log_joint",
     "pointwise_log_likelihood",
     "to_inference_data",
+    "groups",
+    "summary",
+    "loo",
+    "Loo",
+    "compare",
+    "save",
+    "load",
 ]
+
+
+_LAZY = {  # names whose modules import xarray / ArviZ: loaded on first use, not at ``import mlgibbs``
+    name: ("mlgibbs.arviz", name)
+    for name in ("to_inference_data", "groups", "summary", "loo", "Loo", "compare", "save", "load")
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mlgibbs' has no attribute {name!r}")
+

@@ -6,7 +6,7 @@ import functools
 from collections.abc import Sequence
 from importlib import resources
 
-import pandas as pd
+from mlgibbs._lazy import pandas as pd
 
 __all__ = ["load_radon"]
 
