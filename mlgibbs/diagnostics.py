@@ -4,7 +4,13 @@
 as PyMC does: the rank-normalised split R-hat of every scalar (each ``alpha_j`` included) must be at
 most :data:`RHAT_MAX`, and its bulk and tail effective sample sizes at least :data:`ESS_PER_CHAIN`
 per chain (Vehtari, Gelman, Simpson, Carpenter & Bürkner 2021, "Rank-normalization, folding, and
-localization: an improved R-hat", *Bayesian Analysis* 16(2)). The statistics are ArviZ's.
+localization: an improved R-hat", *Bayesian Analysis* 16(2)). R-hat needs two chains: with one, only
+the ESS is screened.
+
+The statistics are ArviZ 0.x's defaults (tail ESS from the 5% and 95% quantiles), computed by
+:mod:`mlgibbs.convergence`, which vectorises them over the scalars and agrees with ArviZ to rounding:
+ArviZ loops over scalars in Python (about 2 ms per scalar and statistic), which would add 20 s to a
+one-second run of a model with 10,000 group effects.
 """
 
 from __future__ import annotations
@@ -26,46 +32,57 @@ class ConvergenceWarning(UserWarning):
     """The draws of a run do not pass the R-hat / ESS screen of :func:`warn_if_not_converged`."""
 
 
-def _posterior(idata):
+def _posterior_arrays(idata) -> dict[str, np.ndarray]:
+    """Variable -> draws ``(chain, draw, ...)`` of the posterior group."""
     post = idata.posterior
-    return post.to_dataset() if hasattr(post, "to_dataset") else post
+    return {name: np.asarray(post[name].values) for name in post.data_vars}
 
 
 def _worst(values: dict[str, np.ndarray], bad, order) -> list[str]:
-    """``name[index] (value)`` for the variables with a bad entry, worst first."""
+    """``name (count of size): value`` for the variables with a bad entry, worst first."""
     found = []
     for name, arr in values.items():
-        arr = np.asarray(arr)
         mask = bad(arr)
         if not mask.any():
             continue
         flat = arr[mask]
-        worst = flat.max() if order == "max" else flat.min()
+        finite = flat[~np.isnan(flat)]
+        worst = np.nan if finite.size == 0 else (finite.max() if order == "max" else finite.min())
         count = int(mask.sum())
-        label = name if arr.ndim == 0 else f"{name} ({count} of {arr.size})"
+        label = name if arr.size == 1 else f"{name} ({count} of {arr.size})"
         found.append((worst, f"{label}: {worst:.3g}"))
-    found.sort(key=lambda t: -t[0] if order == "max" else t[0])
+    key = (lambda t: -t[0] if np.isfinite(t[0]) else -np.inf) if order == "max" else (lambda t: t[0])
+    found.sort(key=key)
     return [text for _, text in found]
 
 
 def convergence_problems(idata) -> list[str]:
     """What fails the R-hat / ESS screen, one line per statistic (empty when the draws pass)."""
-    import arviz as az
+    from mlgibbs.convergence import diagnostics
 
-    post = _posterior(idata)
-    num_chains = post.sizes["chain"]
+    arrays = _posterior_arrays(idata)
+    if not arrays:
+        return []
+    num_chains, num_draws = next(iter(arrays.values())).shape[:2]
+    names, sizes, shapes = list(arrays), [], []
+    for a in arrays.values():
+        shapes.append(a.shape[2:])
+        sizes.append(int(np.prod(a.shape[2:], dtype=int)))
+    stacked = np.concatenate([a.reshape(num_chains, num_draws, -1) for a in arrays.values()], axis=2)
+    stats = diagnostics(stacked)
+    edges = np.cumsum([0, *sizes])
+
+    def per_variable(values):
+        return {n: values[edges[i]:edges[i + 1]] for i, n in enumerate(names)}
+
     ess_min = ESS_PER_CHAIN * num_chains
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rhat = az.rhat(post)
-        bulk = az.ess(post, method="bulk")
-        tail = az.ess(post, method="tail")
     problems = []
-    high = _worst({k: rhat[k].values for k in rhat.data_vars}, lambda a: ~(a <= RHAT_MAX), "max")
-    if high:
-        problems.append(f"R-hat above {RHAT_MAX}: " + ", ".join(high))
-    for kind, ess in (("bulk", bulk), ("tail", tail)):
-        low = _worst({k: ess[k].values for k in ess.data_vars}, lambda a: ~(a >= ess_min), "min")
+    if num_chains > 1:
+        high = _worst(per_variable(stats.rhat), lambda a: ~(a <= RHAT_MAX), "max")
+        if high:
+            problems.append(f"R-hat above {RHAT_MAX}: " + ", ".join(high))
+    for kind, ess in (("bulk", stats.ess_bulk), ("tail", stats.ess_tail)):
+        low = _worst(per_variable(ess), lambda a: ~(a >= ess_min), "min")
         if low:
             problems.append(f"{kind} ESS below {ess_min} ({ESS_PER_CHAIN} per chain): " + ", ".join(low))
     return problems

@@ -58,6 +58,14 @@ def structure_of(data: LinearData) -> Structure:
     )
 
 
+def _inverse_diagonal(matrix: jax.Array) -> jax.Array:
+    """``diag(A^{-1})`` of a symmetric positive definite ``A``, by its Cholesky factor (cheap to compile,
+    unlike the SVD behind ``inv``/``pinv``/``lstsq``)."""
+    chol_inv = jax.scipy.linalg.solve_triangular(jnp.linalg.cholesky(matrix), jnp.eye(matrix.shape[0],
+                                                 dtype=matrix.dtype), lower=True)
+    return jnp.sum(chol_inv**2, axis=0)
+
+
 def initial_state(rng_key: jax.Array, data: LinearData, structure: Structure) -> GibbsState:
     """An over-dispersed starting state built from the least-squares fits in ``data``.
 
@@ -75,7 +83,7 @@ def initial_state(rng_key: jax.Array, data: LinearData, structure: Structure) ->
     sigma_y = jitter_scale(k_sy, jnp.sqrt(data.rss_within / jnp.maximum(n - p, 1.0)))
     beta = None
     if structure.has_beta:
-        se = sigma_y * jnp.sqrt(jnp.diag(jnp.linalg.inv(data.xtx)))
+        se = sigma_y * jnp.sqrt(_inverse_diagonal(data.xtx))
         beta = data.beta_within + 2.0 * se * jax.random.normal(k_beta, (p,), dtype)
     if not structure.has_groups:
         return GibbsState(alpha=None, beta=beta, gamma=None, sigma_y=sigma_y, sigma_alpha=None)
@@ -85,12 +93,13 @@ def initial_state(rng_key: jax.Array, data: LinearData, structure: Structure) ->
     gamma = None
     centre = jnp.zeros_like(alpha_hat)
     if structure.has_gamma:
-        gamma_hat, *_ = jnp.linalg.lstsq(g.U, alpha_hat)
+        utu = g.U.T @ g.U  # full rank (checked when the model is built)
+        gamma_hat = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(utu), True), g.U.T @ alpha_hat)
         centre = g.U @ gamma_hat
     spread = jnp.sqrt(jnp.mean((alpha_hat - centre) ** 2) + 0.01 * sigma_y**2)
     sigma_alpha = jitter_scale(k_sa, spread)
     if structure.has_gamma:
-        se = sigma_alpha * jnp.sqrt(jnp.diag(jnp.linalg.pinv(g.U.T @ g.U)))
+        se = sigma_alpha * jnp.sqrt(_inverse_diagonal(utu))
         gamma = gamma_hat + 2.0 * se * jax.random.normal(k_gamma, gamma_hat.shape, dtype)
     alpha = alpha_hat + sigma_y / jnp.sqrt(g.counts) * jax.random.normal(k_alpha, alpha_hat.shape, dtype)
     return GibbsState(alpha=alpha, beta=beta, gamma=gamma, sigma_y=sigma_y, sigma_alpha=sigma_alpha)
