@@ -37,6 +37,8 @@ from pathlib import Path
 import numpy as np
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+# compile times are measured: keep JAX's persistent compilation cache (on by default in mlgibbs) off
+os.environ.setdefault("MLGIBBS_COMPILATION_CACHE", "0")
 
 import arviz as az  # noqa: E402
 import jax  # noqa: E402

@@ -70,21 +70,25 @@ def initial_state(rng_key: jax.Array, data: LinearData, structure: Structure) ->
     """An over-dispersed starting state built from the least-squares fits in ``data``.
 
     Locations start at the least-squares estimates plus normal noise of twice their rough standard
-    errors; scales start at their rough estimates times ``exp(Uniform(-1, 1))``.
+    errors; scales start at their rough estimates times ``exp(Uniform(-1, 1))``. All the noise comes
+    from one draw of normals and one of uniforms (each random call site is a compiled loop of its own,
+    and compiling dominates a first run).
     """
-    k_beta, k_gamma, k_alpha, k_sy, k_sa = jax.random.split(rng_key, 5)
     dtype = data.rss_within.dtype
     n = data.num_obs
     p = data.xtx.shape[0]
+    J = data.groups.counts.shape[0] if structure.has_groups else 0
+    q = data.groups.U.shape[1] if structure.has_gamma else 0
+    key_normal, key_uniform = jax.random.split(rng_key)
+    z = jax.random.normal(key_normal, (p + q + J,), dtype)
+    z_beta, z_gamma, z_alpha = z[:p], z[p:p + q], z[p + q:]
+    jitter = jnp.exp(jax.random.uniform(key_uniform, (2,), dtype, -1.0, 1.0))
 
-    def jitter_scale(key, value):
-        return value * jnp.exp(jax.random.uniform(key, (), dtype, -1.0, 1.0))
-
-    sigma_y = jitter_scale(k_sy, jnp.sqrt(data.rss_within / jnp.maximum(n - p, 1.0)))
+    sigma_y = jitter[0] * jnp.sqrt(data.rss_within / jnp.maximum(n - p, 1.0))
     beta = None
     if structure.has_beta:
         se = sigma_y * jnp.sqrt(_inverse_diagonal(data.xtx))
-        beta = data.beta_within + 2.0 * se * jax.random.normal(k_beta, (p,), dtype)
+        beta = data.beta_within + 2.0 * se * z_beta
     if not structure.has_groups:
         return GibbsState(alpha=None, beta=beta, gamma=None, sigma_y=sigma_y, sigma_alpha=None)
 
@@ -97,11 +101,11 @@ def initial_state(rng_key: jax.Array, data: LinearData, structure: Structure) ->
         gamma_hat = jax.scipy.linalg.cho_solve((jnp.linalg.cholesky(utu), True), g.U.T @ alpha_hat)
         centre = g.U @ gamma_hat
     spread = jnp.sqrt(jnp.mean((alpha_hat - centre) ** 2) + 0.01 * sigma_y**2)
-    sigma_alpha = jitter_scale(k_sa, spread)
+    sigma_alpha = jitter[1] * spread
     if structure.has_gamma:
         se = sigma_alpha * jnp.sqrt(_inverse_diagonal(utu))
-        gamma = gamma_hat + 2.0 * se * jax.random.normal(k_gamma, gamma_hat.shape, dtype)
-    alpha = alpha_hat + sigma_y / jnp.sqrt(g.counts) * jax.random.normal(k_alpha, alpha_hat.shape, dtype)
+        gamma = gamma_hat + 2.0 * se * z_gamma
+    alpha = alpha_hat + sigma_y / jnp.sqrt(g.counts) * z_alpha
     return GibbsState(alpha=alpha, beta=beta, gamma=gamma, sigma_y=sigma_y, sigma_alpha=sigma_alpha)
 
 
