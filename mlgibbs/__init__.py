@@ -76,6 +76,7 @@ __all__ = [
     "compare",
     "save",
     "load",
+    "predict",
 ]
 
 
@@ -83,6 +84,7 @@ _LAZY = {  # names whose modules import xarray / ArviZ: loaded on first use, not
     name: ("mlgibbs.arviz", name)
     for name in ("to_inference_data", "groups", "summary", "loo", "Loo", "compare", "save", "load")
 }
+_LAZY["predict"] = ("mlgibbs.predict", "predict")
 
 
 def __getattr__(name: str):

@@ -405,10 +405,21 @@ def sample(
     from mlgibbs.arviz import to_inference_data
 
     rng_key = as_key(rng_key)
+    from mlgibbs.models.mixed import MixedModel
+
     for name, value, low in (("num_chains", num_chains, 1), ("num_draws", num_draws, 1),
                              ("num_warmup", num_warmup, 0), ("thin", thin, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if isinstance(model, MixedModel):
+        from mlgibbs.run_mixed import sample_mixed
+
+        if var_names is not None:
+            raise ValueError("var_names is not available for multilevel models with several terms yet")
+        return sample_mixed(rng_key, model, num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws,
+                            thin=thin, initial_state=initial_state, log_likelihood=log_likelihood,
+                            posterior_predictive=posterior_predictive, check_convergence=check_convergence,
+                            sampler=sampler)
     if sampler is None:
         sampler = default_sampler(model)
     kernel = gibbs(model, sampler)

@@ -4,8 +4,8 @@
 ``(1 | g)`` every design column that is constant within the groups of ``g`` (the intercept,
 county-level predictors, ``C(...)`` of a county-level categorical) goes to ``U`` and the rest to
 ``X``. Without a group term everything is ``X`` (complete pooling, or the indicator-variable model
-``y ~ 0 + C(county) + floor``). Varying slopes, nested and crossed group terms are not supported yet
-and must raise ``NotImplementedError``.
+``y ~ 0 + C(county) + floor``). Varying slopes, nested and crossed group terms build the general model
+(:class:`mlgibbs.models.mixed.MixedModel`; tested in ``test_mixed_*.py``).
 
 Checked on the Minnesota radon data (919 houses, 85 counties) and on small hand-made frames.
 Everything here is deterministic, so exact equality is asserted, except the comparison of the
@@ -220,16 +220,28 @@ def test_parse_formula_splits_group_term():
     assert parse_formula("y ~ (1 | g)").fixed == "y ~ 1"
 
 
-@pytest.mark.parametrize("formula, what", [
-    ("log_radon ~ floor + (floor | county)", "varying slopes"),
-    ("log_radon ~ floor + (1 + floor | county)", "varying slopes"),
-    ("log_radon ~ floor + (0 + floor | county)", "varying slopes"),
-    ("log_radon ~ floor + (1 | state/county)", "nested"),
-    ("log_radon ~ floor + (1 | state:county)", "nested"),
-    ("log_radon ~ floor + (1 | county) + (1 | state)", "several group terms"),
+@pytest.mark.parametrize("formula, coefs", [
+    ("log_radon ~ floor + (floor | county)", ["Intercept", "floor"]),
+    ("log_radon ~ floor + (1 + floor | county)", ["Intercept", "floor"]),
+    ("log_radon ~ floor + (0 + floor | county)", ["floor"]),
+    ("log_radon ~ floor + (1 + floor || county)", ["Intercept", "floor"]),
 ])
-def test_unsupported_group_structures(radon, formula, what):
-    with pytest.raises(NotImplementedError, match=what):
+def test_varying_slopes_build_the_general_model(radon, formula, coefs):
+    from mlgibbs.models.mixed import MixedModel
+
+    model = mg.Model.from_formula(formula, radon)
+    assert isinstance(model, MixedModel)
+    assert model.factor_names == ("county",)
+    assert list(model.factors[0].coef_names) == coefs
+    correlated = "||" not in formula and len(coefs) > 1
+    assert model.structure.cov_blocks[0] == (((0, 2),) if correlated else tuple((j, 1) for j in range(len(coefs))))
+
+
+@pytest.mark.parametrize("formula", ["log_radon ~ floor + (1 | state/county)",
+                                     "log_radon ~ floor + (1 | county) + (1 | state)"])
+def test_a_factor_with_one_level_is_refused_by_name(radon, formula):
+    """Minnesota alone has one state: a varying effect by state is refused, naming it."""
+    with pytest.raises(ValueError, match="state"):
         mg.Model.from_formula(formula, radon)
 
 

@@ -78,7 +78,7 @@ def _categorical_variables(fixed: str) -> set[str]:
     return set(re.findall(r"\bC\(\s*([A-Za-z_][A-Za-z0-9_.]*)", fixed))
 
 
-def fixed_design(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, str, np.ndarray, list[str]]:
+def fixed_design(fixed: str, data: pd.DataFrame, *, return_spec: bool = False):
     """Response vector and fixed-effect design of the fixed part of a formula.
 
     Every variable is checked first, so that errors name the column: it must exist, hold no missing
@@ -86,7 +86,9 @@ def fixed_design(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, str, np.nd
 
     Returns
     -------
-    y, response_name, X, column_names
+    y, response_name, X, column_names[, spec]
+        With ``return_spec``, also formulaic's model spec of the right-hand side, which evaluates the
+        same columns on new data (levels and stateful transforms as fitted): :func:`mlgibbs.predict`.
     """
     import formulaic
 
@@ -115,7 +117,7 @@ def fixed_design(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, str, np.nd
             )
         if numeric and not np.all(np.isfinite(col.to_numpy(dtype=float))):
             raise ValueError(f"column {var!r} has infinite values")
-    mm = formulaic.model_matrix(fixed, data, na_action="raise")
+    mm = formulaic.model_matrix(fixed, data, context={}, na_action="raise")  # no caller locals
     lhs = mm.lhs
     if lhs.shape[1] != 1:
         raise ValueError(f"the response of {fixed!r} must be one numeric column, got {list(lhs.columns)}")
@@ -127,4 +129,42 @@ def fixed_design(fixed: str, data: pd.DataFrame) -> tuple[np.ndarray, str, np.nd
         if bad.any():
             raise ValueError(f"{name!r} has {int(bad.sum())} non-finite value(s) after evaluating the "
                              f"formula ({_rows(bad, index=data.index)}); nothing is dropped silently")
+    if return_spec:
+        return y, str(lhs.columns[0]), X, names, mm.rhs.model_spec
     return y, str(lhs.columns[0]), X, names
+
+
+def new_fixed_design(spec, data: pd.DataFrame, names: list[str], *, what: str = "newdata") -> np.ndarray:
+    """The fixed-effect columns ``names`` of the right-hand side ``spec`` evaluated on new rows.
+
+    Raises a ValueError naming a column that is missing, has missing values, or holds a level the
+    model was not fitted with (formulaic would turn it into zeros with a warning).
+    """
+    import warnings
+
+    import formulaic
+    from formulaic.errors import FactorEvaluationError
+
+    required = sorted(spec.required_variables) if hasattr(spec, "required_variables") else []
+    missing = [v for v in required if v not in data.columns]
+    if missing:
+        raise ValueError(f"{what} lacks the column(s) {missing} that the model's fixed effects use; its "
+                         f"columns: {', '.join(map(str, data.columns))}")
+    for var in required:
+        bad = data[var].isna().to_numpy()
+        if bad.any():
+            raise ValueError(f"column {var!r} of {what} has {int(bad.sum())} missing value(s) "
+                             f"({_rows(bad, index=data.index)})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", formulaic.errors.DataMismatchWarning)
+            mm = spec.get_model_matrix(data)
+    except formulaic.errors.DataMismatchWarning as err:
+        raise ValueError(f"{what} holds levels of a categorical predictor that the model was not fitted "
+                         f"with: {err}") from None
+    except FactorEvaluationError as err:
+        raise ValueError(f"could not evaluate the fixed effects on {what}: {err}") from None
+    cols = [str(c) for c in mm.columns]
+    if cols != list(names):
+        raise ValueError(f"the fixed-effect columns of {what} are {cols}, the model's {list(names)}")
+    return np.asarray(mm, dtype=float)

@@ -120,6 +120,9 @@ class Model:
         Names used for ArviZ dims and coordinates.
     formula
         The formula, when built from one.
+    fixed_spec
+        formulaic's spec of the fixed part's right-hand side (evaluates it on new data for
+        :func:`mlgibbs.predict`), when built from a formula.
     dtype
         The floating dtype of ``data`` and of the draws (float32 unless 64-bit JAX is enabled).
     """
@@ -141,6 +144,7 @@ class Model:
     kernel_X: np.ndarray | None = None
     standardization: std_mod.Standardization | None = None
     kernel_priors: Priors | None = None
+    fixed_spec: Any = None
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def cached(self, key, build):
@@ -251,11 +255,18 @@ class Model:
         """
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+        if _is_general(formula):
+            from mlgibbs.models.mixed import MixedModel
+
+            if not standardize:
+                raise ValueError("standardize=False is only available for the varying-intercept model")
+            return MixedModel.from_formula(formula, data, priors, dtype=dtype)
         parsed = parse_formula(formula)
-        y, response, design, names = fixed_design(parsed.fixed, data)
+        y, response, design, names, spec = fixed_design(parsed.fixed, data, return_spec=True)
         if not parsed.group_terms:
-            return cls._build(y, design, names, None, None, None, (), priors, dtype,
-                              response=response, group_name=None, formula=formula, standardize=standardize)
+            model = cls._build(y, design, names, None, None, None, (), priors, dtype,
+                               response=response, group_name=None, formula=formula, standardize=standardize)
+            return dataclasses.replace(model, fixed_spec=spec)
         group_name = parsed.group_terms[0].group
         if group_name not in data.columns:
             raise ValueError(f"grouping column {group_name!r} is not in the data frame")
@@ -267,9 +278,10 @@ class Model:
         U = design[first_row][:, constant]
         x_names = [n for n, c in zip(names, constant) if not c]
         u_names = [n for n, c in zip(names, constant) if c]
-        return cls._build(y, X, x_names, codes, labels, U, u_names, priors, dtype,
-                          response=response, group_name=group_name, formula=formula,
-                          standardize=standardize)
+        model = cls._build(y, X, x_names, codes, labels, U, u_names, priors, dtype,
+                           response=response, group_name=group_name, formula=formula,
+                           standardize=standardize)
+        return dataclasses.replace(model, fixed_spec=spec)
 
     @classmethod
     def from_arrays(
@@ -422,6 +434,19 @@ class Model:
                       f"  gamma: {list(self.group_predictors)}"]
         lines.append(f"  priors: {self.priors}")
         return "\n".join(lines)
+
+
+def _is_general(formula) -> bool:
+    """Whether ``formula`` needs the general multilevel model (anything but at most one ``(1 | g)``)."""
+    if not isinstance(formula, str) or "|" not in formula:
+        return False
+    from mlgibbs.models.terms import parse_mixed_formula
+
+    terms = parse_mixed_formula(formula).terms
+    if len(terms) != 1:
+        return True
+    term = terms[0]
+    return len(term.factor) != 1 or term.expr.replace(" ", "") not in ("1", "1+0", "0+1")
 
 
 def _coefficient_prior_arrays(priors: Priors, p: int, q: int):

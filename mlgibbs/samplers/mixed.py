@@ -1,0 +1,273 @@
+r"""Blocked Gibbs sampler for the general Gaussian multilevel model (varying slopes, nested, crossed).
+
+One sweep draws, in turn, from the full conditionals
+
+1. for each chain of nested factors (:mod:`mlgibbs.conditionals.tree`): the fixed effects and every
+   group-level coefficient ``rho = (beta, gamma_1, ..., gamma_F)`` jointly with the chain's effects
+   ``b_f``, given the effects of the other chains (exact: one pass up and one down the chain). A purely
+   nested model has one chain, so all its locations are drawn in one exact block; crossed factors are
+   drawn in turn, each jointly with ``rho`` (Papaspiliopoulos, Roberts & Zanella 2020);
+2. ``sigma_y^2 | locations``: the residual sum of squares ``S`` over ``n`` terms, by its prior
+   (:func:`~mlgibbs.conditionals.variance.draw_variance`: exact, or one Metropolis-Hastings step for
+   the half-normal);
+3. ``Sigma_f | b_f, gamma_f`` for every factor, block by block: a scale (``d = 1``) from the sum of
+   squares of the ``J_f`` deviations ``b_f[g] - e U_f,g gamma_f`` as in 2; a correlated block from its
+   scatter matrix by :func:`~mlgibbs.conditionals.covariance.draw_covariance` (inverse-Wishart:
+   exact; Huang & Wand: exact two-block Gibbs through its auxiliary variables).
+
+Every draw leaves the posterior invariant; all but the half-normal variance are exact conditional draws.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mlgibbs.base import SamplingAlgorithm
+from mlgibbs.conditionals.tree import ChainData, draw_chain
+from mlgibbs.conditionals.variance import draw_variance
+from mlgibbs.models.mixed_data import MixedData, MixedStructure
+
+__all__ = ["MixedState", "MixedPriors", "mixed_kernel", "mixed_step", "mixed_init", "update_chain",
+           "fitted_values", "deviations"]
+
+
+class MixedState(NamedTuple):
+    """State of the multilevel Gibbs sampler (kernel coordinates).
+
+    Attributes
+    ----------
+    beta
+        Fixed effects, ``(p,)``.
+    gamma
+        Per factor, its group-level coefficients ``(q_f,)``.
+    b
+        Per factor, the varying coefficients of its groups ``(J_f, d_f)``.
+    sigma_y
+        Residual standard deviation, ``()``.
+    cov
+        Per factor, the block-diagonal covariance ``Sigma_f`` of its varying coefficients ``(d_f, d_f)``,
+        in the coordinates of its prior (see :attr:`MixedData.coef_maps`).
+    """
+
+    beta: jax.Array
+    gamma: tuple[jax.Array, ...]
+    b: tuple[jax.Array, ...]
+    sigma_y: jax.Array
+    cov: tuple[jax.Array, ...]
+
+
+class MixedPriors(NamedTuple):
+    """Scale priors as a kernel sees them (static, hashable).
+
+    Attributes
+    ----------
+    sigma_y
+        Scalar prior on ``sigma_y``.
+    cov
+        Per factor, one prior per block of :attr:`MixedStructure.cov_blocks`: a scalar prior for a
+        block of size 1, a covariance prior (:class:`~mlgibbs.priors.InverseWishart`,
+        :class:`~mlgibbs.priors.HuangWand`) for a larger one.
+    """
+
+    sigma_y: object
+    cov: tuple[tuple[object, ...], ...]
+
+
+def _row_effects(structure: MixedStructure, data: MixedData, b, factors):
+    """``sum_{f in factors} Z_f,r b_f[g_f(r)]`` for every row."""
+    slices = structure.column_slices()
+    total = jnp.zeros(data.t.shape, data.t.dtype)
+    for f in factors:
+        start, d = slices[f]
+        total = total + jnp.sum(data.W[:, start:start + d] * b[f][data.codes[:, f]], axis=1)
+    return total
+
+
+def fitted_values(structure: MixedStructure, W, codes, beta, b):
+    """``X_r beta + sum_f Z_f,r b_f[g_f(r)]`` for rows with design ``W`` and factor levels ``codes``."""
+    slices = structure.column_slices()
+    total = W[:, :structure.p] @ beta
+    for f, (start, d) in enumerate(slices):
+        total = total + jnp.sum(W[:, start:start + d] * b[f][codes[:, f]], axis=1)
+    return total
+
+
+def deviations(structure: MixedStructure, U, gamma, b, f: int):
+    """``b_f[g] - e U_f,g gamma_f``: the effects less their group-level means, ``(J_f, d_f)``."""
+    k = structure.intercepts[f]
+    dev = b[f]
+    if structure.q[f] and k >= 0:
+        dev = dev.at[:, k].add(-(U[f] @ gamma[f]))
+    return dev
+
+
+def _precision(cov):
+    d = cov.shape[0]
+    chol = jnp.linalg.cholesky(cov)
+    return jax.scipy.linalg.cho_solve((chol, True), jnp.eye(d, dtype=cov.dtype))
+
+
+def effect_precisions(state: MixedState, data: MixedData):
+    """``C_f^{-T} Sigma_f^{-1} C_f^{-1}`` per factor: the precision of ``b_f`` in the kernel's coordinates."""
+    return [m.T @ _precision(c) @ m for c, m in zip(state.cov, data.coef_maps)]
+
+
+def _root_prior(structure: MixedStructure, data: MixedData, precisions, b, outside):
+    """``p(rho)`` plus the prior factors on ``gamma_f`` of the factors outside a chain (their ``b`` fixed)."""
+    lp = data.location_prior
+    lam = lp.precision
+    h = lp.precision @ lp.mean
+    for f in outside:
+        start, q = structure.gamma_slices()[f]
+        k = structure.intercepts[f]
+        if not q or k < 0:
+            continue
+        U = data.U[f]
+        lam_f = precisions[f]
+        # -1/2 sum_g (b_g - e_k U_g gamma)' Lam (b_g - e_k U_g gamma): Lam_kk U'U and U'(b Lam[:, k])
+        lam = lam.at[start:start + q, start:start + q].add(lam_f[k, k] * (U.T @ U))
+        h = h.at[start:start + q].add(U.T @ (b[f] @ lam_f[:, k]))
+    return lam, h
+
+
+def _split_rho(structure: MixedStructure, rho):
+    beta = rho[:structure.p]
+    gamma = tuple(rho[start:start + q] for start, q in structure.gamma_slices())
+    return beta, gamma
+
+
+def _draw_cov_blocks(rng_key, priors_f, blocks, dev, cov):
+    from mlgibbs.conditionals.covariance import draw_covariance
+
+    keys = jax.random.split(rng_key, len(blocks))
+    new = jnp.zeros_like(cov)
+    count = jnp.asarray(dev.shape[0], dev.dtype)
+    for key, prior, (start, size) in zip(keys, priors_f, blocks):
+        block = dev[:, start:start + size]
+        current = cov[start:start + size, start:start + size]
+        if size == 1:
+            var = draw_variance(key, prior, jnp.sum(block**2), count, current[0, 0])
+            value = var.reshape(1, 1)
+        else:
+            value = draw_covariance(key, prior, block.T @ block, count, current)
+        new = new.at[start:start + size, start:start + size].set(value)
+    return new
+
+
+def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData,
+                 precisions=None) -> MixedState:
+    """Redraw ``rho = (beta, gamma)`` and the effects of chain ``k`` from their joint full conditional.
+
+    Given the variances and the effects of the factors outside the chain (the exact block draw of
+    :func:`mlgibbs.conditionals.tree.draw_chain`). ``precisions`` are the ``Sigma_f^{-1}`` when the
+    caller has them.
+    """
+    F = structure.num_factors
+    if precisions is None:
+        precisions = effect_precisions(state, data)
+    chain = structure.chains[k]
+    b = list(state.b)
+    outside = tuple(f for f in range(F) if f not in chain)
+    chain_data: ChainData = data.chains[k]
+    row_linear = chain_data.linear
+    if outside:
+        offsets = _row_effects(structure, data, b, outside)
+        cols = jnp.asarray(structure.chain_columns(k), jnp.int32)
+        fine = data.codes[:, chain[-1]]
+        row_linear = row_linear - jax.ops.segment_sum(data.W[:, cols] * offsets[:, None], fine,
+                                                      num_segments=chain_data.gram.shape[0])
+    lam, h = _root_prior(structure, data, precisions, b, outside)
+    rho, effects = draw_chain(rng_key, structure.chain_spec(k), chain_data, row_linear,
+                              1.0 / state.sigma_y**2, precisions, data.U, lam, h)
+    for f, effect in zip(chain, effects):
+        b[f] = effect
+    beta, gamma = _split_rho(structure, rho)
+    return state._replace(beta=beta, gamma=gamma, b=tuple(b))
+
+
+def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState, data: MixedData):
+    """One sweep (module docstring)."""
+    F = structure.num_factors
+    keys = jax.random.split(rng_key, len(structure.chains) + 2)
+    precisions = effect_precisions(state, data)
+    for k in range(len(structure.chains)):
+        state = update_chain(structure, k, keys[k], state, data, precisions)
+    beta, gamma, b = state.beta, state.gamma, state.b
+    resid = data.t - fitted_values(structure, data.W, data.codes, beta, b)
+    rss = data.rss_floor + jnp.sum(resid**2)
+    var_y = draw_variance(keys[-2], priors.sigma_y, rss, data.num_obs, state.sigma_y**2)
+    cov_keys = jax.random.split(keys[-1], max(F, 1))
+    cov = tuple(
+        _draw_cov_blocks(cov_keys[f], priors.cov[f], structure.cov_blocks[f],
+                         deviations(structure, data.U, gamma, b, f) @ data.coef_maps[f].T, state.cov[f])
+        for f in range(F)
+    )
+    return MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
+
+
+def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedState:
+    """An over-dispersed start: scales around the response's spread times ``exp(Uniform(-1, 1))``.
+
+    Locations start at zero; the first sweep draws them from their conditional given these scales
+    (the chains differ through the scales and that draw). All noise comes from one uniform draw.
+    """
+    dtype = data.t.dtype
+    F = structure.num_factors
+    sizes = [1] + [d for d in structure.dims]
+    u = jax.random.uniform(rng_key, (sum(sizes),), dtype, -1.0, 1.0)
+    n = data.num_obs
+    spread = jnp.sqrt((data.rss_floor + jnp.sum(data.t**2)) / n)
+    spread = jnp.where(spread > 0, spread, 1.0)
+    sigma_y = 0.5 * spread * jnp.exp(u[0])
+    cov, b, gamma = [], [], []
+    offset = 1
+    for f in range(F):
+        d = structure.dims[f]
+        sd = 0.5 * spread * jnp.exp(u[offset:offset + d])
+        offset += d
+        cov.append(jnp.diag(sd**2))
+        b.append(jnp.zeros((data.U[f].shape[0], d), dtype))
+        gamma.append(jnp.zeros((structure.q[f],), dtype))
+    return MixedState(beta=jnp.zeros((structure.p,), dtype), gamma=tuple(gamma), b=tuple(b),
+                      sigma_y=sigma_y, cov=tuple(cov))
+
+
+def mixed_kernel(structure: MixedStructure, priors: MixedPriors) -> SamplingAlgorithm:
+    """The kernel ``(init, step)`` of a multilevel model's structure and scale priors.
+
+    The same object for the same structure and priors (compiled programs built on it are reused by a
+    second model of the same shapes).
+    """
+    key = (structure, _hashable(priors))
+    if key not in _KERNELS:
+        _KERNELS[key] = _build_kernel(structure, priors)
+    return _KERNELS[key]
+
+
+_KERNELS: dict = {}
+
+
+def _hashable(value):
+    """A hashable key of nested NamedTuples / tuples / arrays that tells prior types apart."""
+    import numpy as np
+
+    if isinstance(value, tuple):
+        return (type(value).__qualname__, tuple(_hashable(v) for v in value))
+    if isinstance(value, (np.ndarray, jax.Array)):
+        arr = np.asarray(value)
+        return ("array", arr.shape, arr.dtype.str, arr.tobytes())
+    hash(value)
+    return value
+
+
+def _build_kernel(structure: MixedStructure, priors: MixedPriors) -> SamplingAlgorithm:
+    def init(rng_key, data):
+        return mixed_init(structure, rng_key, data)
+
+    def step(rng_key, state, data):
+        return mixed_step(structure, priors, rng_key, state, data)
+
+    return SamplingAlgorithm(init=init, step=step)
