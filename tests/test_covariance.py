@@ -8,7 +8,7 @@ What is tested
   marginal of every variance, ``Sigma_kk ~ InvGamma((df-d+1)/2, Psi_kk/2)`` (KS test), and the
   correlations and ``log|Sigma|`` against draws of :func:`scipy.stats.invwishart` (two-sample KS).
   The KS checks also run at a non-integer ``df`` just above ``d - 1`` (``chi2`` variates of
-  ``df < 1``, heavy tails) and for ``d = 4``, in float32 and float64. The factors returned with a
+  ``df < 1``, heavy tails; float32 and float64) and for ``d = 4`` (float64). The factors returned with a
   draw (``cholesky``, ``precision``, ``log_det``) agree with the matrix to rounding.
 * Power: draws of ``IW(df + 1, Psi)`` (the degrees of freedom off by one) fail the same moment/KS
   checks.
@@ -25,11 +25,14 @@ What is tested
   same test rejects a step with the degrees of freedom off by one (``count = J + 1``) and a step
   with the scatter matrix added twice.
 * Huang-Wand prior: :func:`draw_covariance` with no data (``count = 0``, ``S = 0``) iterated over
-  chains (``vmap``, ``lax.scan``) keeps ``sqrt(Sigma_kk) ~ t+(nu, A_k)`` and, at ``nu = 2``, each
+  chains (``vmap``, ``lax.fori_loop``) keeps ``sqrt(Sigma_kk) ~ t+(nu, A_k)`` and, at ``nu = 2``, each
   correlation ``~ U(-1, 1)`` (KS), for ``d = 2`` and ``d = 3``: from exact prior draws (invariance)
-  and from one far-off start (convergence, which an identity kernel would fail). A kernel that
-  draws the auxiliaries with the scalar half-t shape ``(nu + 1)/2`` instead of ``(nu + d)/2`` is
-  rejected by the same check.
+  and, for ``d = 2``, from one far-off start, ``Sigma = 100 I`` (convergence, which an identity
+  kernel would fail; ``-m slow``: ``d = 3, 4``). A chain told of one zero deviation (``count = 1``)
+  is rejected by the same check, and (``-m slow``) so is a kernel that draws the auxiliaries with
+  the scalar half-t shape ``(nu + 1)/2`` instead of ``(nu + d)/2``.
+* The inverse-Wishart step given fixed data is exactly ``IW(nu + J, Psi + S)`` whatever the current
+  ``Sigma`` (the KS checks above).
 * Transformations: float32 in, float32 out (x64 off) and float64 likewise, for every returned
   field; ``jit`` equals eager; ``vmap`` over chains equals a loop of single chains with the same
   keys; ``count`` may be traced.
@@ -503,9 +506,9 @@ def test_huang_wand_prior_chain_check_rejects_wrong_auxiliary_shape():
 @pytest.mark.slow
 @pytest.mark.parametrize("d", [3, 4])
 def test_huang_wand_prior_chain_slow(d):
-    """The far-off start for larger ``d``, five times the chains, two hundred steps."""
-    starts = np.broadcast_to(100.0 * np.eye(d), (5 * NUM_CHAINS, d, d))
-    last = run_chains("HuangWandWide", 60 + d, starts, num_steps=200)
+    """The far-off start for larger ``d``, twice the chains, a hundred steps (about a minute)."""
+    starts = np.broadcast_to(100.0 * np.eye(d), (2 * NUM_CHAINS, d, d))
+    last = run_chains("HuangWandWide", 60 + d, starts, num_steps=100)
     p = huang_wand_prior_pvalues(last, PRIORS["HuangWandWide"](d))
     assert min(p.values()) > FAMILY_ALPHA / len(p), f"d = {d}: {p}"
 

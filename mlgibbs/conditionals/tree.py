@@ -101,41 +101,58 @@ def _chol_solve(chol, rhs):
     return jax.scipy.linalg.cho_solve((chol, True), rhs)
 
 
-def _prior_blocks(spec: ChainSpec, factor: int, precision, U, context_dim: int):
-    """Precision of ``b_f[g] ~ N(M_g gamma_f, Sigma_f)`` over ``(context, b)`` for every group.
-
-    Returns ``(J, context_dim + d, context_dim + d)``: ``Lambda`` on the ``b`` block,
-    ``-M_g' Lambda`` and ``M_g' Lambda M_g`` on the ``gamma_f`` rows and columns of the context.
-    """
-    d = precision.shape[0]
-    J = U.shape[0]
-    total = context_dim + d
-    out = jnp.zeros((J, total, total), precision.dtype)
-    out = out.at[:, context_dim:, context_dim:].add(precision)
+def _mean_map(spec: ChainSpec, factor: int, U, context_dim: int, dtype):
+    """``M_g`` ``(J, d, context_dim)``: the prior mean ``M_g c = e_k U_g gamma_f`` as a map of the context,
+    or ``None`` when the factor has no group-level predictors."""
     start, q = spec.gamma_slices[factor]
     k = spec.intercepts[factor]
-    if q and k >= 0:
-        g = slice(start, start + q)
-        lam_k = precision[k]                                                  # (d,)
-        cross = -U[:, :, None] * lam_k[None, None, :]                          # (J, q, d)
-        out = out.at[:, g, context_dim:].add(cross)
-        out = out.at[:, context_dim:, g].add(jnp.swapaxes(cross, 1, 2))
-        out = out.at[:, g, g].add(precision[k, k] * U[:, :, None] * U[:, None, :])
-    return out
+    if not q or k < 0:
+        return None
+    d = spec.dims[spec.factors.index(factor)]
+    J = U.shape[0]
+    M = jnp.zeros((J, d, context_dim), dtype)
+    return M.at[:, k, start:start + q].set(U.astype(dtype))
 
 
-def _collapse(precision, linear, d):
-    """Integrate the last ``d`` coordinates out of ``N_canonical(precision, linear)`` per group."""
-    lam_cc = precision[:, :-d, :-d]
-    lam_cb = precision[:, :-d, -d:]
-    lam_bb = precision[:, -d:, -d:]
-    chol = jnp.linalg.cholesky(lam_bb)
-    lam_bc = jnp.swapaxes(lam_cb, 1, 2)
-    solved = _chol_solve(chol, jnp.concatenate([lam_bc, linear[:, -d:, None]], axis=2))
-    message = lam_cc - lam_cb @ solved[:, :, :-1]
+def _collapse(precision, linear, d, prior_precision, M):
+    r"""Integrate ``b`` (the last ``d`` coordinates) out of ``data(c, b) x N(b | M c, Lambda^{-1})`` per group.
+
+    ``precision``, ``linear`` are the canonical parameters of the *data* part (rows and messages from
+    below); the prior enters through ``K = D + Lambda`` (``D`` the data precision of ``b``) and
+    ``G = K^{-1} Lambda``, never as ``M' Lambda M - M' Lambda K^{-1} Lambda M``: that difference of two
+    numbers of the size of ``Lambda`` cancels catastrophically when a scale is small (a large prior
+    precision) in float32. With ``A`` the data blocks, the message on the context is
+
+    .. math::
+
+        A_{cc} - A_{cb} K^{-1} A_{bc} + M'G'DM + A_{cb} G M + (A_{cb} G M)',\qquad
+        h_c - A_{cb} K^{-1} h_b + M' G' h_b,
+
+    and ``b | c ~ N(K^{-1} h_b - (K^{-1} A_{bc} - G M) c, K^{-1})``.
+    """
+    A_cc = precision[:, :-d, :-d]
+    A_cb = precision[:, :-d, -d:]
+    D = precision[:, -d:, -d:]
+    K = D + prior_precision
+    chol = jnp.linalg.cholesky(K)
+    A_bc = jnp.swapaxes(A_cb, 1, 2)
+    J = precision.shape[0]
+    rhs = jnp.concatenate([A_bc, linear[:, -d:, None],
+                           jnp.broadcast_to(prior_precision, (J, d, d))], axis=2)
+    solved = _chol_solve(chol, rhs)
+    C = A_cc.shape[-1]
+    X_c, x_h, G = solved[:, :, :C], solved[:, :, C], solved[:, :, C + 1:]
+    message = A_cc - A_cb @ X_c
+    message_linear = linear[:, :-d] - (A_cb @ x_h[:, :, None])[:, :, 0]
+    gain = X_c
+    if M is not None:
+        GM = G @ M                                                     # (J, d, C)
+        cross = A_cb @ GM
+        message = message + cross + jnp.swapaxes(cross, 1, 2) + jnp.swapaxes(GM, 1, 2) @ D @ M
+        message_linear = message_linear + (jnp.swapaxes(GM, 1, 2) @ linear[:, -d:, None])[:, :, 0]
+        gain = X_c - GM
     message = 0.5 * (message + jnp.swapaxes(message, 1, 2))
-    message_linear = linear[:, :-d] - (lam_cb @ solved[:, :, -1:])[:, :, 0]
-    return message, message_linear, (chol, solved[:, :, :-1], solved[:, :, -1])
+    return message, message_linear, (chol, gain, x_h)
 
 
 def chain_precision(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions: Sequence,
@@ -175,8 +192,8 @@ def chain_precision(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, pr
     saved = [None] * L
     for i in reversed(range(L)):
         f = spec.factors[i]
-        precision = precision + _prior_blocks(spec, f, precisions[f], U[f], context_dims[i])
-        message, message_linear, saved[i] = _collapse(precision, linear, spec.dims[i])
+        M = _mean_map(spec, f, U[f], context_dims[i], precision.dtype)
+        message, message_linear, saved[i] = _collapse(precision, linear, spec.dims[i], precisions[f], M)
         if i == 0:
             root_precision = root_precision + jnp.sum(message, axis=0)
             root_linear = root_linear + jnp.sum(message_linear, axis=0)
@@ -200,11 +217,13 @@ def draw_chain(rng_key, spec: ChainSpec, chain: ChainData, row_linear, inv_var_y
     P = spec.root_dim
     (lam, h), saved = chain_precision(spec, chain, row_linear, inv_var_y, precisions, U,
                                       root_precision, root_linear)
-    keys = jax.random.split(rng_key, len(spec.factors) + 1)
     dtype = chain.gram.dtype
+    sizes = [P] + [saved_i[0].shape[0] * d for saved_i, d in zip(saved, spec.dims)]
+    normals = jax.random.normal(rng_key, (sum(sizes),), dtype)   # one draw for the whole chain
+    offsets = [sum(sizes[:i]) for i in range(len(sizes))]
     if P:
         chol = jnp.linalg.cholesky(lam)
-        z = jax.random.normal(keys[0], (P,), dtype)
+        z = normals[:P]
         w = jax.scipy.linalg.solve_triangular(chol, h, lower=True)
         rho = jax.scipy.linalg.solve_triangular(chol.T, w + z, lower=False)
     else:
@@ -222,7 +241,7 @@ def draw_chain(rng_key, spec: ChainSpec, chain: ChainData, row_linear, inv_var_y
             context = jnp.concatenate([jnp.broadcast_to(rho, (J_i, P))]
                                       + [effects[j][ancestors[j]] for j in range(i)], axis=1)
         mean = mean_part - (gain @ context[:, :, None])[:, :, 0]
-        z = jax.random.normal(keys[i + 1], mean.shape, dtype)
+        z = normals[offsets[i + 1]:offsets[i + 1] + sizes[i + 1]].reshape(mean.shape)
         noise = jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, 1, 2), z[:, :, None], lower=False)[:, :, 0]
         effects.append(mean + noise)
     return rho, tuple(effects)

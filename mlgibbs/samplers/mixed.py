@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from mlgibbs.base import SamplingAlgorithm
 from mlgibbs.conditionals.tree import ChainData, draw_chain
-from mlgibbs.conditionals.variance import draw_variance
+from mlgibbs.conditionals.variance import draw_variances
 from mlgibbs.models.mixed_data import MixedData, MixedStructure
 
 __all__ = ["MixedState", "MixedPriors", "mixed_kernel", "mixed_step", "mixed_init", "update_chain",
@@ -139,24 +139,6 @@ def _split_rho(structure: MixedStructure, rho):
     return beta, gamma
 
 
-def _draw_cov_blocks(rng_key, priors_f, blocks, dev, cov):
-    from mlgibbs.conditionals.covariance import draw_covariance
-
-    keys = jax.random.split(rng_key, len(blocks))
-    new = jnp.zeros_like(cov)
-    count = jnp.asarray(dev.shape[0], dev.dtype)
-    for key, prior, (start, size) in zip(keys, priors_f, blocks):
-        block = dev[:, start:start + size]
-        current = cov[start:start + size, start:start + size]
-        if size == 1:
-            var = draw_variance(key, prior, jnp.sum(block**2), count, current[0, 0])
-            value = var.reshape(1, 1)
-        else:
-            value = draw_covariance(key, prior, block.T @ block, count, current)
-        new = new.at[start:start + size, start:start + size].set(value)
-    return new
-
-
 def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData,
                  precisions=None) -> MixedState:
     """Redraw ``rho = (beta, gamma)`` and the effects of chain ``k`` from their joint full conditional.
@@ -188,24 +170,114 @@ def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, 
     return state._replace(beta=beta, gamma=gamma, b=tuple(b))
 
 
+def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
+                data: MixedData) -> MixedState:
+    r"""Parameter-expanded group moves: rescale each scalar term's deviations and its scale together.
+
+    For a scalar block ``j`` of factor ``f`` with deviations ``delta_g`` (the effects less their
+    group-level means, in the coordinates of the prior) and standard deviation ``sigma``, the move
+    ``(delta, sigma) -> (c delta, |c| sigma)`` is drawn from (Liu & Wu 1999; the Jacobian
+    ``|c|^{J+1}`` and Haar measure ``dc/|c|`` cancel ``N(c delta | 0, c^2 sigma^2)``'s ``|c|^{-J}``)
+
+    .. math::
+
+        p(c) \propto \exp\Big(-\frac{A c^2 - 2 B c}{2\sigma_y^2}\Big)\ p_\sigma(|c|\sigma),
+
+    with ``v_r`` the rows' contribution of the block, ``A = sum v_r^2``, ``B = sum v_r (t_r - f_r + v_r)``
+    (``f_r`` the current fit). Under the uniform and half-normal priors ``c`` is Gaussian (exact draw);
+    under the others one independence Metropolis-Hastings step with the Gaussian likelihood factor as
+    proposal, accepted with ``p_sigma(|c'| sigma) / p_sigma(sigma)``. It leaves the posterior invariant
+    and removes the slow mixing of a scale near zero (Pastes' batches), where the conditional draws of
+    ``sigma | delta`` and ``delta | sigma`` move little.
+    """
+    from mlgibbs.priors import HalfNormal, Uniform
+
+    slices = structure.column_slices()
+    dtype = data.t.dtype
+    blocks = [(f, start) for f in range(structure.num_factors)
+              for start, size in structure.cov_blocks[f] if size == 1]
+    if not blocks:
+        return state
+    key_z, key_u = jax.random.split(rng_key)
+    normals = jax.random.normal(key_z, (len(blocks),), dtype)      # one draw for every block
+    uniforms = jax.random.uniform(key_u, (len(blocks),), dtype)
+    fit = fitted_values(structure, data.W, data.codes, state.beta, state.b)
+    resid = data.t - fit
+    b, cov = list(state.b), list(state.cov)
+    var_y = state.sigma_y**2
+    for i, (f, j) in enumerate(blocks):
+        start, d = slices[f]
+        c_inv = data.coef_maps[f]
+        c_map = 2.0 * jnp.eye(d, dtype=dtype) - c_inv           # C = (I - e u')^{-1} = I + e u'
+        dev = deviations(structure, data.U, state.gamma, tuple(b), f) @ c_inv.T
+        column = data.W[:, start:start + d] @ c_map[:, j]
+        v = column * dev[data.codes[:, f], j]
+        A = jnp.sum(v**2)
+        B = jnp.sum(v * (resid + v))
+        sigma = jnp.sqrt(cov[f][j, j])
+        prior = priors.cov[f][_block_index(structure, f, j)]
+        z = normals[i]
+        if isinstance(prior, (Uniform, HalfNormal)):
+            precision = A / var_y
+            if isinstance(prior, HalfNormal):
+                precision = precision + cov[f][j, j] / jnp.asarray(prior.scale, dtype) ** 2
+            c = (B / var_y) / precision + z / jnp.sqrt(precision)
+        else:
+            proposal = B / A + jnp.sqrt(var_y / A) * z
+            log_ratio = prior.log_prob(jnp.abs(proposal) * sigma) - prior.log_prob(sigma)
+            accept = jnp.log(uniforms[i]) < log_ratio
+            c = jnp.where(accept & (proposal != 0), proposal, 1.0)
+        new_dev = dev.at[:, j].multiply(c)
+        new_b = new_dev @ c_map.T
+        k = structure.intercepts[f]
+        if structure.q[f] and k >= 0:
+            new_b = new_b.at[:, k].add(data.U[f] @ state.gamma[f])
+        resid = resid - (c - 1.0) * v
+        b[f] = new_b
+        cov[f] = cov[f].at[j, :].multiply(jnp.abs(c)).at[:, j].multiply(jnp.abs(c))
+    return state._replace(b=tuple(b), cov=tuple(cov))
+
+
+def _block_index(structure: MixedStructure, f: int, start: int) -> int:
+    return [s for s, _ in structure.cov_blocks[f]].index(start)
+
+
 def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState, data: MixedData):
     """One sweep (module docstring)."""
     F = structure.num_factors
-    keys = jax.random.split(rng_key, len(structure.chains) + 2)
+    keys = jax.random.split(rng_key, len(structure.chains) + 3)
     precisions = effect_precisions(state, data)
     for k in range(len(structure.chains)):
         state = update_chain(structure, k, keys[k], state, data, precisions)
     beta, gamma, b = state.beta, state.gamma, state.b
     resid = data.t - fitted_values(structure, data.W, data.codes, beta, b)
     rss = data.rss_floor + jnp.sum(resid**2)
-    var_y = draw_variance(keys[-2], priors.sigma_y, rss, data.num_obs, state.sigma_y**2)
-    cov_keys = jax.random.split(keys[-1], max(F, 1))
-    cov = tuple(
-        _draw_cov_blocks(cov_keys[f], priors.cov[f], structure.cov_blocks[f],
-                         deviations(structure, data.U, gamma, b, f) @ data.coef_maps[f].T, state.cov[f])
-        for f in range(F)
-    )
-    return MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
+    # every scale (sigma_y and each scalar block) in one batched draw per prior family
+    devs = [deviations(structure, data.U, gamma, b, f) @ data.coef_maps[f].T for f in range(F)]
+    scalar = [(f, start) for f in range(F) for start, size in structure.cov_blocks[f] if size == 1]
+    sums = jnp.stack([rss] + [jnp.sum(devs[f][:, j] ** 2) for f, j in scalar])
+    counts = jnp.stack([data.num_obs] + [jnp.asarray(devs[f].shape[0], rss.dtype) for f, _ in scalar])
+    current = jnp.stack([state.sigma_y**2] + [state.cov[f][j, j] for f, j in scalar])
+    chosen = [priors.sigma_y] + [priors.cov[f][_block_index(structure, f, j)] for f, j in scalar]
+    variances = draw_variances(keys[-2], chosen, sums, counts, current)
+    var_y = variances[0]
+    cov = [jnp.zeros_like(c) for c in state.cov]
+    for (f, j), v in zip(scalar, variances[1:]):
+        cov[f] = cov[f].at[j, j].set(v)
+    correlated = [(f, start, size) for f in range(F) for start, size in structure.cov_blocks[f] if size > 1]
+    if correlated:
+        from mlgibbs.conditionals.covariance import draw_covariance
+
+        cov_keys = jax.random.split(keys[-1], len(correlated))
+        for key, (f, start, size) in zip(cov_keys, correlated):
+            block = devs[f][:, start:start + size]
+            prior = priors.cov[f][_block_index(structure, f, start)]
+            value = draw_covariance(key, prior, block.T @ block, jnp.asarray(block.shape[0], rss.dtype),
+                                    state.cov[f][start:start + size, start:start + size])
+            cov[f] = cov[f].at[start:start + size, start:start + size].set(value)
+    cov = tuple(cov)
+    state = MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
+    return scale_moves(structure, priors, keys[-3], state, data)
 
 
 def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedState:
