@@ -35,6 +35,7 @@ from mlgibbs.conditionals import (
 )
 from mlgibbs.logdensity import log_joint, pointwise_log_likelihood
 from mlgibbs.models import GroupData, LinearData, Model, sufficient_statistics
+from mlgibbs.models.mixed import MixedModel, Term
 from mlgibbs.diagnostics import ConvergenceWarning
 from mlgibbs.run import add_log_likelihood, last_state, sample, sample_chains
 from mlgibbs.samplers import DEFAULT_SAMPLER, SAMPLERS, default_sampler, gibbs
@@ -45,6 +46,8 @@ __all__ = [
     "datasets",
     "priors",
     "Model",
+    "MixedModel",
+    "Term",
     "LinearData",
     "GroupData",
     "sufficient_statistics",

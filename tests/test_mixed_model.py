@@ -186,3 +186,27 @@ def test_predictions_refuse_missing_columns_and_unseen_categories():
         mg.predict(idata, model, pd.DataFrame({"x": [0.0], "kind": ["hi"], "g": ["a"]}))
     with pytest.raises(ValueError, match="levels"):
         mg.predict(idata, model, pd.DataFrame({"x": [0.0], "kind": ["mid"], "g": ["a"], "h": ["u"]}))
+
+
+# ------------------------------------------------------------------ arrays
+def test_from_arrays_is_the_formula_model():
+    df = small_frame()
+    by_formula = mg.Model.from_formula("y ~ x + (1 + x | g) + (1 | h)", df)
+    by_arrays = mg.Model.from_arrays(df["y"].to_numpy(), df[["x"]], terms=[
+        mg.Term(df["g"].to_numpy(), df[["x"]], name="g"), mg.Term(df["h"].to_numpy(), name="h")])
+    assert isinstance(by_arrays, MixedModel)
+    assert by_arrays.structure == by_formula.structure
+    a = mg.sample(0, by_formula, num_chains=2, num_warmup=10, num_draws=20, check_convergence=False)
+    b = mg.sample(0, by_arrays, num_chains=2, num_warmup=10, num_draws=20, check_convergence=False)
+    for name in ("beta", "alpha_g", "sigma_h", "corr_g", "sigma_y"):
+        np.testing.assert_allclose(a.posterior[name].values, b.posterior[name].values, rtol=1e-6, atol=1e-9)
+
+
+def test_from_arrays_names_bad_terms():
+    df = small_frame()
+    with pytest.raises(ValueError, match="'g'"):
+        mg.Model.from_arrays(df["y"], df[["x"]], terms=[mg.Term(df["g"].to_numpy()[:10], name="g")])
+    with pytest.raises(TypeError, match="terms\\[0\\]"):
+        mg.Model.from_arrays(df["y"], df[["x"]], terms=[("g",)])
+    with pytest.raises(ValueError, match="group="):
+        mg.Model.from_arrays(df["y"], df[["x"]], group=df["g"], terms=[mg.Term(df["h"], name="h")])

@@ -61,7 +61,7 @@ from mlgibbs.priors import (
 )
 from mlgibbs.samplers.mixed import MixedPriors
 
-__all__ = ["MixedModel", "Factor", "MixedTransform", "default_covariance_prior", "DEFAULT_HW_SCALE"]
+__all__ = ["MixedModel", "Term", "Factor", "MixedTransform", "default_covariance_prior", "DEFAULT_HW_SCALE"]
 
 _SCALAR = (Uniform, InverseGamma, HalfNormal, HalfCauchy, HalfStudentT)
 _COVARIANCE = (InverseWishart, HuangWand)
@@ -84,6 +84,33 @@ class Factor(NamedTuple):
     terms: tuple[str, ...]
     exprs: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
+
+
+class Term(NamedTuple):
+    """One grouping term for :meth:`MixedModel.from_arrays` (``mg.Term``).
+
+    Attributes
+    ----------
+    group
+        The group label of every observation, shape ``(n,)``.
+    Z
+        The term's varying slopes, ``(n, d)`` array or DataFrame (its columns name them), or ``None``.
+    name
+        The factor's name (output dims); terms with the same name form one factor.
+    coef_names
+        Names of ``Z``'s columns (default ``<name>_z0``, ...; a DataFrame's column names).
+    intercept
+        Whether the term has a varying intercept (a column of ones before ``Z``): ``(1 + z | g)``.
+    correlated
+        ``True``: one covariance for the term's coefficients; ``False``: a scale each (``||``).
+    """
+
+    group: Any
+    Z: Any = None
+    name: str | None = None
+    coef_names: Sequence[str] | None = None
+    intercept: bool = True
+    correlated: bool = True
 
 
 class MixedTransform(NamedTuple):
@@ -331,6 +358,77 @@ class MixedModel:
         return data._replace(t=t, rss_floor=floor, chains=tuple(chains))
 
     # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_arrays(cls, y, X=None, terms: Sequence["Term"] = (), *, priors=None, intercept: bool = True,
+                    response: str = "y", predictors: Sequence[str] | None = None, dtype=None) -> "MixedModel":
+        """Build from arrays: a response, fixed-effect columns and one :class:`Term` per grouping term.
+
+        The same model and rules as :meth:`from_formula`: ``X`` (with an ``Intercept`` column first
+        when ``intercept``) holds every fixed effect; a column constant within the groups of a term's
+        factor with a varying intercept becomes a group-level predictor of the coarsest such factor
+        (so a county-level predictor is passed as a column of ``X`` repeated over the county's rows).
+        Terms with the same ``name`` form one factor (``(1 | g) + (0 + x | g)``).
+
+        Examples
+        --------
+        >>> import numpy as np, mlgibbs as mg
+        >>> rng = np.random.default_rng(0)
+        >>> g = rng.integers(0, 10, 200); x = rng.normal(size=200)
+        >>> y = x + rng.normal(size=10)[g] + rng.normal(size=200)
+        >>> model = mg.Model.from_arrays(y, x[:, None], terms=[mg.Term(g, x[:, None], name="g", coef_names=["x"])],
+        ...                              predictors=["x"])
+        >>> model.factors[0].coef_names
+        ('Intercept', 'x')
+        """
+        from mlgibbs.models.model import _matrix
+        from mlgibbs.models.validation import as_float_column, encode_groups
+
+        y = as_float_column(y, response)
+        n = y.shape[0]
+        X, names = _matrix(X, n, predictors, "x", "X")
+        if intercept:
+            X = np.column_stack([np.ones(n), X])
+            names = ["Intercept", *names]
+        check_full_rank(X, names, "the fixed-effect design X")
+        if not terms:
+            raise ValueError("terms is empty: give at least one mg.Term (or use mg.Model.from_arrays with "
+                             "group= for a varying intercept)")
+        by_name: dict[str, list] = {}
+        for k, term in enumerate(terms):
+            if not isinstance(term, Term):
+                raise TypeError(f"terms[{k}] must be an mg.Term, got {type(term).__name__}")
+            by_name.setdefault(term.name or f"group{k}", []).append(term)
+        factors = []
+        for name, group_terms in by_name.items():
+            codes, labels = encode_groups(group_terms[0].group, name, n)
+            for other in group_terms[1:]:
+                again, _ = encode_groups(other.group, name, n, labels)
+                if not np.array_equal(again, codes):
+                    raise ValueError(f"two terms named {name!r} have different groupings; give them different names")
+            columns, coef_names, blocks = [], [], []
+            for term in group_terms:
+                Z, znames = _matrix(term.Z, n, term.coef_names, f"{name}_z", f"Z of term {name!r}")
+                if term.intercept:
+                    Z = np.column_stack([np.ones(n), Z])
+                    znames = ["Intercept", *znames]
+                if Z.shape[1] == 0:
+                    raise ValueError(f"term {name!r} has no varying coefficient (intercept=False and no Z)")
+                clash = [z for z in znames if z in coef_names]
+                if clash:
+                    raise ValueError(f"the varying coefficient(s) {clash} of {name!r} appear in two terms")
+                start = len(coef_names)
+                if term.correlated and Z.shape[1] > 1:
+                    blocks.append((start, Z.shape[1]))
+                else:
+                    blocks.extend((start + j, 1) for j in range(Z.shape[1]))
+                columns.append(Z)
+                coef_names.extend(znames)
+            Z = np.column_stack(columns)
+            check_full_rank(Z, coef_names, f"the varying coefficients of {name!r}")
+            factors.append(Factor(name, codes, labels, Z, tuple(coef_names), tuple(blocks),
+                                  tuple(f"term {name}" for _ in group_terms), (), ()))
+        return cls._build(y, response, X, names, factors, priors, dtype)
+
     @classmethod
     def from_formula(cls, formula: str, data, priors=None, *, dtype=None) -> "MixedModel":
         """Build from an lme4-style formula (see :meth:`mlgibbs.Model.from_formula`)."""

@@ -300,8 +300,14 @@ class Model:
         group_predictors: Sequence[str] | None = None,
         dtype=None,
         standardize: bool = True,
+        terms=None,
     ) -> "Model":
         """Build a model from arrays.
+
+        With ``terms`` (a list of :class:`mlgibbs.Term`, one per grouping term: varying slopes,
+        nested or crossed factors), the general multilevel model of
+        :meth:`mlgibbs.models.mixed.MixedModel.from_arrays` instead; then ``X`` holds every fixed effect
+        and ``group``/``U``/``group_*`` must not be given.
 
         Parameters
         ----------
@@ -324,6 +330,15 @@ class Model:
         priors, dtype, standardize
             As in :meth:`from_formula`.
         """
+        if terms is not None:
+            from mlgibbs.models.mixed import MixedModel
+
+            if group is not None or U is not None or group_labels is not None or group_predictors is not None:
+                raise ValueError("with terms=, pass every grouping factor as an mg.Term (not group=/U=)")
+            if not standardize:
+                raise ValueError("standardize=False is only available for the varying-intercept model")
+            return MixedModel.from_arrays(y, X, terms, priors=priors, intercept=intercept, response=response,
+                                          predictors=predictors, dtype=dtype)
         y = as_float_column(y, response)
         n = y.shape[0]
         X, x_names = _matrix(X, n, predictors, "x", "X")
