@@ -88,13 +88,18 @@ def convergence_problems(idata) -> list[str]:
     return problems
 
 
-def warn_if_not_converged(idata, stacklevel: int = 2) -> None:
-    """Warn with :class:`ConvergenceWarning`, naming the variables, when :func:`convergence_problems` finds any."""
+def warn_if_not_converged(idata, stacklevel: int = 2, advice: str | None = None) -> None:
+    """Warn with :class:`ConvergenceWarning`, naming the variables, when :func:`convergence_problems` finds any.
+
+    ``advice`` replaces the default suggestion (another sampler of the varying-intercept model).
+    """
     problems = convergence_problems(idata)
     if problems:
+        if advice is None:
+            advice = ("Run longer (num_warmup, num_draws), or use a sampler that mixes better for this model "
+                      "(sampler='collapsed' or 'px')")
         warnings.warn(
             "the draws are not yet usable as a posterior sample: " + "; ".join(problems)
-            + ". Run longer (num_warmup, num_draws), or use a sampler that mixes better for this model "
-            "(sampler='collapsed' or 'px'); check_convergence=False skips this check",
+            + f". {advice}; check_convergence=False skips this check",
             ConvergenceWarning, stacklevel=stacklevel,
         )

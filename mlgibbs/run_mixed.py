@@ -214,5 +214,7 @@ def sample_mixed(rng_key, model, *, num_chains, num_warmup, num_draws, thin, ini
     if check_convergence:
         from mlgibbs.diagnostics import warn_if_not_converged
 
-        warn_if_not_converged(idata, stacklevel=4)
+        warn_if_not_converged(idata, stacklevel=4, advice=(
+            "Run longer (num_warmup, num_draws; thin= keeps memory the same), or give scales with few "
+            "groups a proper prior"))
     return idata
