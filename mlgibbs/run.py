@@ -608,7 +608,12 @@ def add_log_likelihood(idata, model):
     The same object, with the group added.
     """
     from mlgibbs.arviz import _datasets, add_group, to_inference_data
+    from mlgibbs.models.mixed import MixedModel
 
+    if isinstance(model, MixedModel):
+        from mlgibbs.run_mixed import mixed_log_likelihood
+
+        return mixed_log_likelihood(idata, model)
     state = last_state(idata, model)  # checks that the draws belong to this model
     del state
     post = idata.posterior

@@ -18,7 +18,7 @@ import numpy as np
 from mlgibbs.models.data import to_device
 from mlgibbs.samplers.mixed import MixedState, fitted_values, mixed_kernel
 
-__all__ = ["sample_mixed", "posterior_variables", "mixed_log_likelihood"]
+__all__ = ["sample_mixed", "posterior_variables", "mixed_log_likelihood", "to_inference_data_mixed"]
 
 
 def _program(kernel, structure, num_chains: int, num_draws: int, init: bool, log_likelihood: bool,
@@ -139,12 +139,59 @@ def _unit_state(model) -> MixedState:
                       sigma_y=np.ones(()), cov=tuple(np.eye(d) for d in s.dims))
 
 
-def _initial_state(model, initial_state, num_chains):
-    """A kernel state (chains first) from an earlier run of this model."""
-    if not hasattr(initial_state, "posterior"):
-        raise TypeError("initial_state must be None or the InferenceData of an earlier mlgibbs.sample run of "
-                        f"this model; got {type(initial_state).__name__}")
-    post = initial_state.posterior
+def _user_values(model, post, draw=None) -> dict:
+    """The user's parameters (``to_kernel``'s input) from a posterior group: every draw, or one."""
+    def get(name, default=None):
+        if name not in post:
+            return default
+        var = post[name]
+        return np.asarray((var if draw is None else var.isel(draw=draw)).values, np.float64)
+
+    sigma_y = get("sigma_y")
+    lead = sigma_y.shape
+    user = {"beta": get("beta", np.zeros((*lead, 0))), "sigma_y": sigma_y}
+    for factor in model.factors:
+        name = factor.name
+        user[f"alpha_{name}"] = get(f"alpha_{name}")
+        user[f"gamma_{name}"] = get(f"gamma_{name}", np.zeros((*lead, 0)))
+        sd = get(f"sigma_{name}")
+        d = sd.shape[-1]
+        corr = get(f"corr_{name}", np.broadcast_to(np.eye(d), (*sd.shape, d)))
+        user[f"cov_{name}"] = corr * sd[..., :, None] * sd[..., None, :]
+    return user
+
+
+def mixed_log_likelihood(idata, model):
+    """Add the pointwise ``log_likelihood`` group to a run of a multilevel model (one chain at a time)."""
+    from mlgibbs.arviz import add_group
+
+    _check_layout(model, idata.posterior)
+    kernel = to_device(model.to_kernel(_user_values(model, idata.posterior)), model.dtype)
+    W, y, codes = _rows(model)
+    y_scale = model.data.y_scale
+    structure = model.structure
+
+    @jax.jit
+    def one_chain(states):
+        def loglik(state):
+            m = fitted_values(structure, W, codes, state.beta, state.b)
+            z = (y - m) / state.sigma_y
+            return -0.5 * z**2 - jnp.log(state.sigma_y * y_scale) - 0.5 * jnp.log(2 * jnp.pi)
+        return jax.lax.map(loglik, states)
+
+    import xarray as xr
+
+    chains = [np.asarray(one_chain(jax.tree.map(lambda a: a[c], kernel)), np.float64)
+              for c in range(np.shape(kernel.sigma_y)[0])]
+    loglik = np.stack(chains)
+    coords = {"chain": np.arange(loglik.shape[0]), "draw": np.arange(loglik.shape[1]),
+              "obs_id": np.arange(model.num_obs)}
+    dataset = xr.Dataset({model.response: (("chain", "draw", "obs_id"), loglik)}, coords=coords,
+                         attrs=dict(idata.posterior.attrs))
+    return add_group(idata, "log_likelihood", dataset)
+
+
+def _check_layout(model, post):
     variables = posterior_variables(model, model.to_user(_unit_state(model)))
     problems = []
     for name, (dims, value) in variables.items():
@@ -160,19 +207,24 @@ def _initial_state(model, initial_state, num_chains):
     if extra:
         problems.append(f"the draws have {extra}, which this model does not")
     if problems:
-        raise ValueError("initial_state holds draws of another model: " + "; ".join(problems)
+        raise ValueError("the draws belong to another model: " + "; ".join(problems)
                          + f". This model is {model.formula or 'built from arrays'}")
-    last = {name: np.asarray(post[name].isel(draw=-1).values, np.float64) for name in variables}
-    if last["sigma_y"].shape[0] != num_chains:
-        raise ValueError(f"initial_state holds {last['sigma_y'].shape[0]} chains but num_chains={num_chains}")
-    user = {"beta": last.get("beta", np.zeros((num_chains, 0))), "sigma_y": last["sigma_y"]}
-    for f, factor in enumerate(model.factors):
-        name = factor.name
-        user[f"alpha_{name}"] = last[f"alpha_{name}"]
-        user[f"gamma_{name}"] = last.get(f"gamma_{name}", np.zeros((num_chains, 0)))
-        sd = last[f"sigma_{name}"]
-        corr = last.get(f"corr_{name}", np.broadcast_to(np.eye(sd.shape[-1]), (*sd.shape, sd.shape[-1])))
-        user[f"cov_{name}"] = corr * sd[..., :, None] * sd[..., None, :]
+    return variables
+
+
+def _initial_state(model, initial_state, num_chains):
+    """A kernel state (chains first) from an earlier run of this model."""
+    if not hasattr(initial_state, "posterior"):
+        raise TypeError("initial_state must be None or the InferenceData of an earlier mlgibbs.sample run of "
+                        f"this model; got {type(initial_state).__name__}")
+    try:
+        _check_layout(model, initial_state.posterior)
+    except ValueError as err:
+        raise ValueError("initial_state holds draws of another model: "
+                         + str(err).removeprefix("the draws belong to another model: ")) from None
+    user = _user_values(model, initial_state.posterior, draw=-1)
+    if user["sigma_y"].shape[0] != num_chains:
+        raise ValueError(f"initial_state holds {user['sigma_y'].shape[0]} chains but num_chains={num_chains}")
     return to_device(model.to_kernel(user), model.dtype)
 
 

@@ -210,3 +210,13 @@ def test_from_arrays_names_bad_terms():
         mg.Model.from_arrays(df["y"], df[["x"]], terms=[("g",)])
     with pytest.raises(ValueError, match="group="):
         mg.Model.from_arrays(df["y"], df[["x"]], group=df["g"], terms=[mg.Term(df["h"], name="h")])
+
+
+def test_add_log_likelihood_equals_the_one_sample_computes(sleep_fit):
+    model, idata = sleep_fit
+    stored = idata.log_likelihood["Reaction"].values
+    bare = mg.sample(0, model, num_chains=2, num_warmup=100, num_draws=150, check_convergence=False,
+                     log_likelihood=False)
+    assert "log_likelihood" not in mg.groups(bare)
+    mg.add_log_likelihood(bare, model)
+    np.testing.assert_allclose(bare.log_likelihood["Reaction"].values, stored, rtol=1e-4, atol=1e-4)
