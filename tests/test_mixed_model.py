@@ -220,3 +220,14 @@ def test_add_log_likelihood_equals_the_one_sample_computes(sleep_fit):
     assert "log_likelihood" not in mg.groups(bare)
     mg.add_log_likelihood(bare, model)
     np.testing.assert_allclose(bare.log_likelihood["Reaction"].values, stored, rtol=1e-4, atol=1e-4)
+
+
+def test_save_load_and_continue_a_nested_run(tmp_path):
+    model = mg.Model.from_formula("strength ~ 1 + (1 | batch/cask)", mg.datasets.load_pastes())
+    idata = mg.sample(0, model, num_chains=2, num_warmup=20, num_draws=20, check_convergence=False)
+    back = mg.load(mg.save(idata, tmp_path / "pastes.nc"))
+    np.testing.assert_array_equal(back.posterior["alpha_batch:cask"].values,
+                                  idata.posterior["alpha_batch:cask"].values)
+    more = mg.sample(1, model, num_chains=2, num_warmup=0, num_draws=5, initial_state=back,
+                     check_convergence=False)
+    assert more.posterior["alpha_batch:cask"].shape == (2, 5, 30, 1)
