@@ -1,4 +1,4 @@
-"""The Minnesota radon example of Gelman & Hill (2007, ch. 12-13), end to end.
+"""The radon example of Gelman & Hill (2007, ch. 12-13), end to end: Minnesota, then all states.
 
 Run it with ``python -m mlgibbs radon``; the notebook ``notebooks/radon.ipynb`` tells the same story
 with these functions. Four models of the log radon level ``y`` of 919 houses in 85 counties, all
@@ -20,6 +20,22 @@ sweep in ``thin`` (default :data:`DEFAULT_THIN`); measured with 4 x 1000 kept dr
 gave bulk ESS 240-420 and R-hat up to 1.014, ``thin=10`` gave 750-1100 and R-hat below 1.005
 (seeds 0 and 1). The other three models are linear regressions whose two-block sampler mixes
 almost perfectly (bulk ESS above 3000 of 4000 at ``thin=1``).
+
+The job then fits the **nested model on all states** (:data:`NESTED_FORMULA`): 12,083 houses in
+480 counties in 8 survey states, ``log_radon ~ floor + log_uranium + (1 | state/fips)``, with county
+intercepts drawn around their state's intercept plus a uranium regression and the state intercepts
+drawn around a common mean. Counties are identified by their FIPS code within the state (county
+names repeat across states), so the factors are ``state`` and ``state:fips``; the intercept is
+``gamma_state[Intercept]`` and log uranium, a county-level predictor,
+``gamma_state:fips[log_uranium]`` (see :mod:`mlgibbs.models.mixed`). Its blocked Gibbs sampler (the
+only sampler of a model with several grouping factors) mixes well at ``thin=1``: with 4 x 1000
+draws the bulk ESS of every scale and fixed effect is above 1,800 (seed 0). It is summarised by
+:func:`nested_table` (the three standard deviations, the share of variance at each level, the
+fixed effects), :func:`nested_estimates` (state and county intercepts next to their raw means) and
+:func:`nested_shrinkage_figure`. "State"
+``R5`` is the EPA Region 5 tribal-lands survey (reservations in Michigan, Minnesota and Wisconsin),
+whose counties are the reservations' parts in each county: a few FIPS codes of Minnesota counties
+therefore appear both as ``MN:<fips>`` and ``R5:<fips>``.
 
 Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas, never through
 ``pyplot``, so the job opens no window and the notebook shows them inline.
@@ -59,6 +75,14 @@ __all__ = [
     "uranium_figure",
     "trace_rank_figure",
     "format_table",
+    "NESTED_FORMULA",
+    "STATE_NAMES",
+    "NestedResults",
+    "load_all_states",
+    "fit_nested",
+    "nested_table",
+    "nested_estimates",
+    "nested_shrinkage_figure",
     "run",
 ]
 
@@ -77,6 +101,15 @@ DEFAULT_THIN = 10
 
 #: the blocks of the multilevel posterior that are summarised
 SUMMARY_VARS = ("beta", "gamma", "sigma_y", "sigma_alpha")
+
+#: the nested model of every state: houses in counties (by FIPS code) in states
+NESTED_FORMULA = "log_radon ~ floor + log_uranium + (1 | state/fips)"
+
+#: the survey "states" of :func:`mlgibbs.datasets.load_radon` (``R5``: EPA Region 5 tribal lands)
+STATE_NAMES = {
+    "AZ": "Arizona", "IN": "Indiana", "MA": "Massachusetts", "MN": "Minnesota", "MO": "Missouri",
+    "ND": "North Dakota", "PA": "Pennsylvania", "R5": "Region 5 tribal lands (MI, MN, WI)",
+}
 
 #: healthy-chain thresholds used in the printed verdict (Vehtari et al. 2021)
 RHAT_MAX = 1.01
@@ -124,6 +157,35 @@ class RadonResults:
     thin: int
     files: list[Path] = dataclasses.field(default_factory=list)
     seconds: float = float("nan")
+    nested: "NestedResults | None" = None
+
+
+@dataclasses.dataclass
+class NestedResults:
+    """The nested all-states model (:data:`NESTED_FORMULA`) and its summaries.
+
+    Attributes
+    ----------
+    data
+        The radon data of every state (:func:`load_all_states`, 12,083 rows).
+    model
+        The :class:`~mlgibbs.models.mixed.MixedModel`.
+    fit
+        Its posterior (InferenceData or DataTree).
+    fit_seconds
+        Wall time of :func:`mlgibbs.sample` (compilation included).
+    table
+        :func:`nested_table`.
+    estimates
+        :func:`nested_estimates`.
+    """
+
+    data: pd.DataFrame
+    model: Any
+    fit: Any
+    fit_seconds: float
+    table: pd.DataFrame
+    estimates: pd.DataFrame
 
 
 # ---------------------------------------------------------------------------------------- fitting
@@ -237,16 +299,17 @@ def _unique_warnings(caught) -> list[tuple[str, str, int]]:
 def format_table(table: pd.DataFrame, digits: int = 3) -> str:
     """Format a numeric table readably for printing (the table itself keeps full precision).
 
-    ESS, ranks and counts as integers, R-hat to 4 decimals, stacking weights to 3, other floats to
-    ``digits`` decimals.
+    ESS, ranks, counts and integer columns as integers, R-hat to 4 decimals, stacking weights to 3,
+    other floats to ``digits`` decimals.
     """
     formatters = {}
     for col in table.columns:
         series = table[col]
         if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
             continue
-        if str(col).startswith("ess") or str(col) in ("rank", "k_above"):
-            formatters[col] = lambda v: f"{v:.0f}"
+        if (str(col).startswith("ess") or str(col) in ("rank", "k_above")
+                or pd.api.types.is_integer_dtype(series)):
+            formatters[col] = lambda v: "" if v is pd.NA else f"{v:.0f}"
         elif str(col) == "r_hat":
             formatters[col] = lambda v: f"{v:.4f}"
         elif str(col) == "weight":
@@ -405,6 +468,257 @@ def trace_rank_figure(fit, var: str = "sigma_alpha", *, bins: int = 20, dpi: int
     return fig
 
 
+# ---------------------------------------------------------------------------- nested model
+def load_all_states() -> pd.DataFrame:
+    """The radon data of every survey state: 12,083 houses with a known floor and county uranium
+    (:func:`mlgibbs.datasets.load_radon` with ``state=None``)."""
+    return mg.datasets.load_radon(state=None)
+
+
+def fit_nested(data: pd.DataFrame, *, seed: int = 0, num_chains: int = 4, num_warmup: int = 500,
+               num_draws: int = 1000) -> tuple[Any, Any, float]:
+    """Build and fit the nested model :data:`NESTED_FORMULA` on ``data``.
+
+    The key is ``jax.random.fold_in(jax.random.key(seed), len(MODELS))``, distinct from the keys
+    :func:`fit_models` gives the Minnesota models. Every sweep is kept (the blocked sampler mixes
+    well) and no pointwise log likelihood is stored (12,083 houses; the LOO comparison is of the
+    Minnesota models only).
+
+    Returns
+    -------
+    model, fit, seconds
+        The model, its posterior and the wall time of :func:`mlgibbs.sample`.
+    """
+    model = mg.Model.from_formula(NESTED_FORMULA, data)
+    key = jax.random.fold_in(jax.random.key(seed), len(MODELS))
+    start = time.perf_counter()
+    fit = mg.sample(key, model, num_chains=num_chains, num_warmup=num_warmup,
+                    num_draws=num_draws, log_likelihood=False)
+    return model, fit, time.perf_counter() - start
+
+
+def _draws(fit, var: str, **coords) -> np.ndarray:
+    """Draws of ``var`` (selected at ``coords``) as a float64 array ``(chain, draw, ...)``."""
+    values = fit.posterior[var]
+    if coords:
+        values = values.sel(**coords)
+    return np.asarray(values.values, dtype=np.float64)
+
+
+#: rows of :func:`nested_table`: name -> what it is
+NESTED_ROWS = {
+    "sigma_state": "sigma_state[Intercept]: sd of the state intercepts",
+    "sigma_county": "sigma_state:fips[Intercept]: sd of counties within a state",
+    "sigma_y": "sigma_y: sd of houses within a county",
+    "share_state": "sigma_state^2 / total variance",
+    "share_county": "sigma_county^2 / total variance",
+    "share_house": "sigma_y^2 / total variance",
+    "beta[floor]": "first floor vs basement",
+    "gamma_state[Intercept]": "mean of the state intercepts",
+    "gamma_state:fips[log_uranium]": "county log uranium (county-level predictor)",
+}
+
+
+def nested_table(fit) -> pd.DataFrame:
+    """Variance components and fixed effects of the nested model, with 90% intervals.
+
+    The shares of variance are computed per draw, e.g. ``share_state = sigma_state^2 /
+    (sigma_state^2 + sigma_county^2 + sigma_y^2)``, then summarised: the variance of the log radon
+    of a basement house drawn from a random county of a random state, given its county's uranium,
+    split into between states, between counties within a state and between houses within a county.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``parameter`` (the rows of :data:`NESTED_ROWS`, in that order), columns ``mean``,
+        ``sd``, ``q5``, ``q95`` (the 90% central interval), ``ess_bulk``, ``ess_tail``, ``r_hat``
+        (:func:`mlgibbs.arviz.summary`) and ``what``. Full precision.
+    """
+    sigma_state = _draws(fit, "sigma_state", state_coef="Intercept")
+    sigma_county = _draws(fit, "sigma_state:fips", **{"state:fips_coef": "Intercept"})
+    sigma_y = _draws(fit, "sigma_y")
+    total = sigma_state**2 + sigma_county**2 + sigma_y**2
+    values = {
+        "sigma_state": sigma_state, "sigma_county": sigma_county, "sigma_y": sigma_y,
+        "share_state": sigma_state**2 / total, "share_county": sigma_county**2 / total,
+        "share_house": sigma_y**2 / total,
+        "beta[floor]": _draws(fit, "beta", predictor="floor"),
+        "gamma_state[Intercept]": _draws(fit, "gamma_state", state_predictor="Intercept"),
+        "gamma_state:fips[log_uranium]": _draws(fit, "gamma_state:fips",
+                                                **{"state:fips_predictor": "log_uranium"}),
+    }
+    import xarray as xr
+
+    # plain names for az.summary (it would read "beta[floor]" as a selection)
+    plain = {f"v{k}": (("chain", "draw"), v) for k, v in enumerate(values.values())}
+    diagnostics = mga.summary(mga.make_inference_data({"posterior": xr.Dataset(plain)}))
+    diagnostics.index = list(values)
+    rows = {}
+    for name, draws in values.items():
+        flat = draws.ravel()
+        rows[name] = {"mean": flat.mean(), "sd": flat.std(ddof=1),
+                      "q5": np.quantile(flat, 0.05), "q95": np.quantile(flat, 0.95)}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table = table.join(diagnostics[["ess_bulk", "ess_tail", "r_hat"]])
+    table["what"] = [NESTED_ROWS[name] for name in table.index]
+    table.index.name = "parameter"
+    return table
+
+
+def _county_names(data: pd.DataFrame) -> pd.Series:
+    """``"<state>:<fips>"`` -> county name(s) (several reservations in one R5 county: joined)."""
+    keys = data["state"].astype(str) + ":" + data["fips"].astype(str)
+    names = data["county"].astype(str).groupby(keys)
+    return names.agg(lambda values: " / ".join(sorted(set(values))))
+
+
+def nested_estimates(fit, data: pd.DataFrame) -> pd.DataFrame:
+    """State and county intercepts of the nested model next to their raw means.
+
+    One row per state (``level == "state"``) then per county (``level == "county"``), counties
+    sorted by state and FIPS code:
+
+    * county: ``mean``, ``sd``, ``q5``, ``q95`` of the county intercept ``alpha_state[s] +
+      alpha_state:fips[s:c]`` (the expected log radon of a basement house in the county);
+      ``raw_mean`` is the county's mean of ``log_radon - b * floor`` (``b``: posterior mean of
+      ``beta[floor]``), the no-pooling estimate; ``pooled_toward`` is the posterior mean of
+      ``alpha_state[s] + g * log_uranium_c``, the centre that the county is shrunk toward;
+    * state: the same columns for the state intercept ``alpha_state[s]`` (the county intercept of a
+      county with log uranium 0 and no county effect); ``raw_mean`` is the state's estimate from its
+      own data alone (no pooling across states): the mean of its counties' ``raw_mean - g *
+      log_uranium`` (``g``: posterior mean of ``gamma_state:fips[log_uranium]``) weighted by
+      ``1 / (sigma_county^2 + sigma_y^2 / houses)`` at the posterior means of the two scales, as the
+      model weighs them (a plain mean over the state's houses would weigh large counties more
+      than the model does, and differs from it by up to 0.12 in Pennsylvania);
+      ``pooled_toward`` is the posterior mean of ``gamma_state[Intercept]``.
+
+    Columns: ``level, state, fips, name`` (county name, or state name), ``houses``, ``counties``
+    (states only), ``log_uranium`` (counties only), ``raw_mean, mean, sd, q5, q95, pooled_toward``.
+    """
+    posterior = fit.posterior
+    county_labels = [str(v) for v in posterior["alpha_state:fips"]["state:fips"].values]
+    state_labels = [str(v) for v in posterior["alpha_state"]["state"].values]
+    a_state = _draws(fit, "alpha_state", state_coef="Intercept")
+    a_state = a_state.reshape(-1, a_state.shape[-1])
+    a_county = _draws(fit, "alpha_state:fips", **{"state:fips_coef": "Intercept"})
+    a_county = a_county.reshape(-1, a_county.shape[-1])
+    state_of = np.array([state_labels.index(label.split(":", 1)[0]) for label in county_labels])
+    county = a_state[:, state_of] + a_county
+
+    b = float(_draws(fit, "beta", predictor="floor").mean())
+    g = float(_draws(fit, "gamma_state:fips", **{"state:fips_predictor": "log_uranium"}).mean())
+    g0 = float(_draws(fit, "gamma_state", state_predictor="Intercept").mean())
+
+    var_county = float((_draws(fit, "sigma_state:fips") ** 2).mean())
+    var_y = float((_draws(fit, "sigma_y") ** 2).mean())
+
+    keys = data["state"].astype(str) + ":" + data["fips"].astype(str)
+    floor_adjusted = data["log_radon"] - b * data["floor"]
+    by_county = pd.DataFrame({"raw_mean": floor_adjusted.groupby(keys).mean(),
+                              "houses": keys.value_counts(),
+                              "log_uranium": data["log_uranium"].groupby(keys).first(),
+                              "name": _county_names(data)}).reindex(county_labels)
+    by_county["state"] = [label.split(":", 1)[0] for label in county_labels]
+    weight = 1.0 / (var_county + var_y / by_county["houses"])
+    adjusted = by_county["raw_mean"] - g * by_county["log_uranium"]
+    states = data["state"].astype(str)
+    by_state = pd.DataFrame({
+        "raw_mean": (weight * adjusted).groupby(by_county["state"]).sum()
+                    / weight.groupby(by_county["state"]).sum(),
+        "houses": states.value_counts(),
+        "counties": keys.groupby(states).nunique(),
+    }).reindex(state_labels)
+
+    def summarise(draws):
+        return {"mean": draws.mean(axis=0), "sd": draws.std(axis=0, ddof=1),
+                "q5": np.quantile(draws, 0.05, axis=0), "q95": np.quantile(draws, 0.95, axis=0)}
+
+    state_rows = pd.DataFrame({
+        "level": "state", "state": state_labels, "fips": pd.NA,
+        "name": [STATE_NAMES.get(s, s) for s in state_labels],
+        "houses": by_state["houses"].to_numpy(), "counties": by_state["counties"].to_numpy(),
+        "log_uranium": np.nan, "raw_mean": by_state["raw_mean"].to_numpy(), **summarise(a_state),
+        "pooled_toward": g0,
+    })
+    county_rows = pd.DataFrame({
+        "level": "county", "state": [label.split(":", 1)[0] for label in county_labels],
+        "fips": [int(label.split(":", 1)[1]) for label in county_labels],
+        "name": by_county["name"].to_numpy(), "houses": by_county["houses"].to_numpy(),
+        "counties": pd.NA, "log_uranium": by_county["log_uranium"].to_numpy(),
+        "raw_mean": by_county["raw_mean"].to_numpy(), **summarise(county),
+        "pooled_toward": a_state[:, state_of].mean(axis=0) + g * by_county["log_uranium"].to_numpy(),
+    })
+    out = pd.concat([state_rows, county_rows], ignore_index=True)
+    return out.astype({"fips": "Int64", "counties": "Int64", "houses": "int64"})
+
+
+def nested_shrinkage_figure(estimates: pd.DataFrame, *, seed: int = 0, dpi: int = 100):
+    """Shrinkage at both levels of the nested model, from :func:`nested_estimates`.
+
+    (a) Counties: the raw (floor-adjusted) county mean (open grey circle) and the multilevel county
+    intercept (dot, coloured by state), joined by a line, against the county's number of houses:
+    counties with few houses are pulled strongly toward their state's level and uranium prediction,
+    large ones barely move. (b) States: each state's estimate from its own data (``raw_mean`` of
+    :func:`nested_estimates`) and the state intercept +- 1 sd against the state's number of
+    houses, with the mean of the state intercepts (``gamma_state[Intercept]``): with ten or more
+    counties per state the state intercepts are pulled toward it only slightly.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.collections import LineCollection
+    from matplotlib.ticker import NullFormatter
+
+    counties = estimates[estimates["level"] == "county"]
+    states = estimates[estimates["level"] == "state"]
+    order = list(states["state"])
+    palette = ["C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9"]  # no grey: raw means are grey
+    colours = {s: palette[k % len(palette)] for k, s in enumerate(order)}
+    fig, (ax_c, ax_s) = _figure((11, 5.0), dpi, 1, 2, width_ratios=(1.6, 1))
+    rng = np.random.default_rng(seed)
+
+    x = counties["houses"].to_numpy(float) * np.exp(rng.uniform(-0.12, 0.12, len(counties)))
+    raw, pooled = counties["raw_mean"].to_numpy(), counties["mean"].to_numpy()
+    ax_c.add_collection(LineCollection(np.stack([np.c_[x, raw], np.c_[x, pooled]], axis=1),
+                                       colors="0.6", linewidths=0.5, alpha=0.6))
+    ax_c.scatter(x, raw, s=12, facecolors="none", edgecolors="0.45", lw=0.6,
+                 label="raw county mean (floor-adjusted)")
+    for s in order:
+        mine = (counties["state"] == s).to_numpy()
+        ax_c.scatter(x[mine], pooled[mine], s=9, color=colours[s], label=s, zorder=3)
+    ax_c.set_xscale("log")
+    ax_c.set_xlabel("houses measured in the county (log scale, jittered)")
+    ax_c.set_ylabel("county intercept (log radon, basement)")
+    ax_c.set_title(f"(a) {len(counties)} counties: raw mean -> multilevel estimate "
+                   "(coloured by state)", fontsize=10)
+    ax_c.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.15),
+                markerscale=1.2, frameon=False)
+
+    xs = states["houses"].to_numpy(float)
+    ax_s.scatter(xs, states["raw_mean"], s=40, facecolors="none", edgecolors="0.3",
+                 label="state's own estimate (no pooling across states)")
+    ax_s.errorbar(xs, states["mean"], yerr=states["sd"], fmt="none", ecolor="0.2", lw=1)
+    ax_s.scatter(xs, states["mean"], s=22, c=[colours[s] for s in order], zorder=3,
+                 label=r"state intercept $\alpha_s$: posterior mean $\pm$ 1 sd")
+    for xi, yi, s in zip(xs, states["mean"], order):
+        ax_s.annotate(s, (xi, yi), xytext=(5, 3), textcoords="offset points", fontsize=8)
+    ax_s.axhline(float(states["pooled_toward"].iloc[0]), color="C3", ls="--", lw=1,
+                 label=r"mean of the state intercepts $\gamma_0$")
+    ax_s.set_xscale("log")
+    ax_s.set_xlabel("houses measured in the state (log scale)")
+    ax_s.set_ylabel("state intercept (log radon, basement, log uranium 0)")
+    ax_s.set_title(f"(b) {len(states)} states: own estimate and multilevel estimate", fontsize=10)
+    ticks = [t for t in (250, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000)
+             if xs.min() / 1.2 <= t <= xs.max() * 1.2]
+    ax_s.set_xticks(ticks, [str(t) for t in ticks])
+    ax_s.xaxis.set_minor_formatter(NullFormatter())
+    ax_s.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
+    fig.suptitle(f"All states: log_radon ~ floor + log_uranium + (1 | state/fips), "
+                 f"{int(counties['houses'].sum())} houses", fontsize=11)
+    return fig
+
+
 # ----------------------------------------------------------------------------------------- job
 def _print(stream: TextIO, text: str = "") -> None:
     print(text, file=stream, flush=True)
@@ -413,6 +727,58 @@ def _print(stream: TextIO, text: str = "") -> None:
 def _heading(stream: TextIO, title: str) -> None:
     _print(stream)
     _print(stream, f"== {title} " + "=" * max(3, 76 - len(title)))
+
+
+def _nested_section(stream: TextIO, *, seed: int, num_chains: int, num_warmup: int,
+                    num_draws: int) -> NestedResults:
+    """Fit the nested all-states model and print its section of the report."""
+    data = load_all_states()
+    model, fit, seconds = fit_nested(data, seed=seed, num_chains=num_chains,
+                                     num_warmup=num_warmup, num_draws=num_draws)
+    table = nested_table(fit)
+    estimates = nested_estimates(fit, data)
+    states = estimates[estimates["level"] == "state"].set_index("state")
+    counties = estimates[estimates["level"] == "county"]
+
+    _heading(stream, "All states: houses in counties in states")
+    _print(stream, f"  {NESTED_FORMULA}: {len(data)} houses in {len(counties)} counties (state:fips) "
+                   f"in {len(states)} states")
+    _print(stream, f"  blocked Gibbs sampler, {num_chains} chains x {num_draws} draws after "
+                   f"{num_warmup} warm-up sweeps, thin 1; fit {seconds:.1f} s")
+    _print(stream, "  priors: flat on the coefficients, uniform on the standard deviations (defaults)")
+    _print(stream)
+    _print(stream, format_table(table.drop(columns=["ess_tail", "what"])))
+    _, verdict = diagnostics_ok(table)
+    _print(stream, f"diagnostics: {verdict.replace('--thin or ', '')}")  # thin applies to MN only
+    _print(stream, "sigma_state, sigma_county: sigma_state[Intercept], sigma_state:fips[Intercept]; "
+                   "q5, q95: 90% interval;")
+    _print(stream, "share_x: sigma_x^2 / (sigma_state^2 + sigma_county^2 + sigma_y^2), per draw, "
+                   "then summarised.")
+    share = table["mean"]
+    _print(stream, f"Given floor and county uranium, {100 * share['share_state']:.0f}% of the variance "
+                   f"of log radon lies between states, {100 * share['share_county']:.0f}% between "
+                   f"counties within a state and {100 * share['share_house']:.0f}% between houses.")
+
+    _print(stream)
+    _print(stream, "State intercepts alpha_state (basement, log uranium 0); own: the state's "
+                   "estimate from its own data")
+    _print(stream, "(precision-weighted mean of its floor- and uranium-adjusted county means, "
+                   "no pooling across states):")
+    state_view = states[["name", "houses", "counties", "raw_mean", "mean", "q5", "q95"]]
+    _print(stream, format_table(state_view.rename(columns={"raw_mean": "own"}), digits=2))
+    shift = (states["mean"] - states["raw_mean"]).abs()
+    _print(stream, f"  largest pull toward gamma_state[Intercept] = "
+                   f"{float(states['pooled_toward'].iloc[0]):.2f}: {shift.max():.3f} "
+                   f"({shift.idxmax()}); states have 10 or more counties each, so little pooling.")
+    small = counties["houses"] <= 3
+    _print(stream, f"Counties: spread (sd) of the {len(counties)} county intercepts: raw "
+                   f"{counties['raw_mean'].std():.3f}, multilevel {counties['mean'].std():.3f}; "
+                   f"the {int(small.sum())} with <= 3 houses move by")
+    moved = (counties["mean"] - counties["raw_mean"]).abs()
+    _print(stream, f"  {moved[small].mean():.3f} on average toward their state and uranium "
+                   f"prediction, the {int((~small).sum())} others by {moved[~small].mean():.3f}.")
+    return NestedResults(data=data, model=model, fit=fit, fit_seconds=seconds, table=table,
+                         estimates=estimates)
 
 
 def run(
@@ -426,18 +792,25 @@ def run(
     sampler: str = "gibbs",
     stream: TextIO | None = None,
 ) -> RadonResults:
-    """Fit the four radon models, print the report and write the figure and CSV files to ``out``.
+    """Fit the four Minnesota radon models and the nested all-states model, print the report and
+    write the figures and CSV files to ``out``.
+
+    Files: ``radon_shrinkage.png``, ``radon_multilevel_summary.csv``, ``radon_loo_compare.csv``
+    (Minnesota); ``radon_nested_shrinkage.png`` (:func:`nested_shrinkage_figure`),
+    ``radon_nested_summary.csv`` (:func:`nested_table`) and ``radon_nested_estimates.csv``
+    (:func:`nested_estimates`) (all states).
 
     Parameters
     ----------
     out
         Output folder (created if missing).
     num_chains, num_warmup, num_draws, seed
-        Passed to :func:`fit_models`.
+        Passed to :func:`fit_models` and :func:`fit_nested`.
     thin
-        Sweeps per kept draw of the multilevel model.
+        Sweeps per kept draw of the Minnesota multilevel model (the nested model keeps every sweep).
     sampler
-        Name of the Gibbs sampler (``"gibbs"``, ``"px"``, ``"collapsed"``).
+        Name of the Gibbs sampler of the Minnesota models (``"gibbs"``, ``"px"``, ``"collapsed"``);
+        the nested model has one sampler, the blocked Gibbs sampler.
     stream
         Where the report goes (default standard output).
 
@@ -511,13 +884,20 @@ def run(
                    f"{no_pool.loc[small, 'sd'].mean():.3f} without pooling, "
                    f"{partial.loc[small, 'sd'].mean():.3f} multilevel")
 
+    nested = _nested_section(stream, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
+                             num_draws=num_draws)
+
     _heading(stream, "Files")
     files = [out / "radon_shrinkage.png", out / "radon_multilevel_summary.csv",
-             out / "radon_loo_compare.csv"]
+             out / "radon_loo_compare.csv", out / "radon_nested_shrinkage.png",
+             out / "radon_nested_summary.csv", out / "radon_nested_estimates.csv"]
     fig = shrinkage_figure(no_pool, partial, average, seed=seed, dpi=110)
     fig.savefig(files[0])
     summary.to_csv(files[1], index_label="parameter")
     comparison.to_csv(files[2], index_label="model")
+    nested_shrinkage_figure(nested.estimates, seed=seed, dpi=110).savefig(files[3])
+    nested.table.to_csv(files[4], index_label="parameter")
+    nested.estimates.to_csv(files[5], index=False)
     for path in files:
         _print(stream, f"  wrote {path}")
 
@@ -526,4 +906,4 @@ def run(
     _print(stream, f"wall time: {elapsed:.1f} s")
     return RadonResults(data=data, models=models, fits=fits, fit_seconds=seconds, summary=summary,
                         comparison=comparison, pareto_k=pareto_k, warnings=unique, thin=thin,
-                        files=files, seconds=elapsed)
+                        files=files, seconds=elapsed, nested=nested)

@@ -14,6 +14,16 @@ What is tested
   :data:`mlgibbs.arviz.COMPARE_COLUMNS`, the multilevel model first, ``elpd_diff`` equal to the
   model's ``elpd`` minus the best one's (0 for the best, negative for the others) to 1e-6, which
   a table rounded to two significant figures (ArviZ 1.x's default) fails.
+* The nested all-states model (``log_radon ~ floor + log_uranium + (1 | state/fips)``, 12,083
+  houses in 480 counties in 8 states), from the same run: its printed section, the summary table
+  ``radon_nested_summary.csv`` (rows: the three standard deviations, the three shares of variance,
+  the fixed effects; 90% intervals), the estimates ``radon_nested_estimates.csv`` (8 states and 480
+  counties, labelled by county name and state) and the figure ``radon_nested_shrinkage.png``.
+  Posterior means against an independent REML fit of the same model (profiled Gaussian likelihood,
+  one dense covariance per state, written for this check): sigma_y 0.934, sigma_county 0.355,
+  sigma_state 0.53, floor -0.740, log uranium 0.634, intercept 0.724; and the shrinkage the model
+  implies: a county with one house keeps about sigma_county^2 / (sigma_county^2 + sigma_y^2) = 0.13
+  of its distance from the centre it is pooled toward, a county with 30+ houses most of it.
 * No ArviZ ``MigrationWarning`` (ArviZ 1.x's warning when a dropped name is used) is printed.
 * The argument parser (in process, nothing sampled) and the job's helper functions on hand-made
   draws (no sampling), where the expected answer is known exactly.
@@ -29,6 +39,16 @@ remaining gap between a flat-prior posterior mean and a REML point estimate is a
 a posterior sd. So these checks fail only when the job fits the wrong model, mislabels parameters,
 or the sampler is wrong, not by chance; five bands at three-plus sd each keep the family-wise
 false-alarm rate far below 1%.
+
+The nested model's bands are wide in the same sense. Posterior sds (4 x 1000 draws): sigma_y 0.006,
+sigma_county 0.018, floor 0.024, uranium 0.09; each band is more than four sds wide on each side
+(sigma_county: (0.28, 0.45), inside the (0.2, 0.6) one might guess), yet a model that drops a
+level or mislabels a factor lands outside it: without the state level (``(1 | state:fips)``)
+sigma_county absorbs the state differences (0.51) and the uranium coefficient falls to 0.13 (the
+state means are not explained by uranium); Minnesota alone has sigma_y 0.76. ``sigma_state`` is estimated from 8
+states, so its posterior is wide and skewed (mean 0.65, sd 0.24, REML 0.53): its band (0.3, 1.3)
+only guards against a wrong model. The shares of variance are checked to add up to 1 per row of
+means and against bands around their means (state 0.29, county 0.09, house 0.62).
 
 The LOO ranking is a property of the data: the multilevel model beats the next best by about
 35 elpd with a standard error of the difference near 9 (about 4 SE), while the Monte Carlo error of
@@ -53,6 +73,21 @@ from mlgibbs.__main__ import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAMES = {"complete_pooling", "no_pooling", "indicators", "multilevel"}
+
+NESTED_ROWS = list(radon_job.NESTED_ROWS)
+
+# nested all-states model: parameter -> (lower, upper) bound on the posterior mean (module docstring)
+NESTED_BANDS = {
+    "sigma_y": (0.88, 0.99),
+    "sigma_county": (0.28, 0.45),
+    "sigma_state": (0.3, 1.3),
+    "beta[floor]": (-0.9, -0.5),
+    "gamma_state:fips[log_uranium]": (0.35, 0.95),
+    "gamma_state[Intercept]": (0.3, 1.2),
+    "share_state": (0.08, 0.6),
+    "share_county": (0.04, 0.2),
+    "share_house": (0.35, 0.85),
+}
 
 # parameter -> (published value, lower bound, upper bound)
 PUBLISHED = {
@@ -100,6 +135,8 @@ def test_job_prints_every_section(job):
         "Pareto k by model",
         "== Warnings from ArviZ",
         "== Shrinkage",
+        "== All states: houses in counties in states",
+        "12083 houses in 480 counties (state:fips) in 8 states",
         "== Files",
         "wall time:",
     ]:
@@ -115,6 +152,10 @@ def test_job_prints_every_section(job):
     for column in ("elpd", "elpd_diff", "dse", "weight", "negative for the others"):
         assert column in comparison
     assert "elpd_loo" not in comparison
+    nested = text.split("== All states")[1].split("== Files")[0]
+    for expected in list(NESTED_ROWS) + ["q5", "q95", "r_hat", "diagnostics: max R-hat",
+                                         "Minnesota", "Pennsylvania", "between states"]:
+        assert expected in nested, f"missing {expected!r} in:\n{nested}"
 
 
 def test_job_prints_no_arviz_migration_warning(job):
@@ -137,10 +178,14 @@ def test_job_writes_figure_and_csv(job):
     png = out / "radon_shrinkage.png"
     assert png.is_file() and png.stat().st_size > 10_000
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    for name in ("radon_multilevel_summary.csv", "radon_loo_compare.csv"):
+    for name in ("radon_multilevel_summary.csv", "radon_loo_compare.csv",
+                 "radon_nested_summary.csv", "radon_nested_estimates.csv"):
         path = out / name
         assert path.is_file() and path.stat().st_size > 0
         assert len(pd.read_csv(path)) > 0
+    png = out / "radon_nested_shrinkage.png"
+    assert png.is_file() and png.stat().st_size > 10_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_multilevel_summary_matches_published_values(job):
@@ -165,6 +210,62 @@ def test_loo_ranks_multilevel_first(job):
     best = comparison["elpd"].max()
     np.testing.assert_allclose(elpd_diff, comparison["elpd"] - best, rtol=0, atol=1e-6)
     assert comparison["weight"].sum() == pytest.approx(1)
+
+
+# ------------------------------------------------------------------- nested all-states model
+def test_nested_summary_has_the_right_rows_and_plausible_values(job):
+    _, out = job
+    table = pd.read_csv(out / "radon_nested_summary.csv", index_col="parameter")
+    assert list(table.index) == list(NESTED_ROWS)
+    for column in ("mean", "sd", "q5", "q95", "ess_bulk", "ess_tail", "r_hat", "what"):
+        assert column in table.columns
+    for parameter, (low, high) in NESTED_BANDS.items():
+        mean = table.loc[parameter, "mean"]
+        assert low < mean < high, f"{parameter}: posterior mean {mean:.3f} not in ({low}, {high})"
+    assert np.all(table["q5"] < table["mean"]) and np.all(table["mean"] < table["q95"])
+    assert np.all(table["sd"] > 0)
+    shares = table.loc[["share_state", "share_county", "share_house"]]
+    assert shares["mean"].sum() == pytest.approx(1, abs=1e-9)
+    assert np.all(shares["q5"] > 0) and np.all(shares["q95"] < 1)
+    # the 90% interval of sigma_state is wide (8 states) and skewed to the right
+    sigma_state = table.loc["sigma_state"]
+    assert sigma_state["q95"] - sigma_state["mean"] > sigma_state["mean"] - sigma_state["q5"]
+    assert np.all(np.isfinite(table["r_hat"])) and np.all(table["r_hat"] < 1.05)
+    assert np.all(table["ess_bulk"] > 100)
+
+
+def test_nested_estimates_are_labelled_and_shrunk(job):
+    _, out = job
+    est = pd.read_csv(out / "radon_nested_estimates.csv")
+    assert list(est.columns) == ["level", "state", "fips", "name", "houses", "counties",
+                                 "log_uranium", "raw_mean", "mean", "sd", "q5", "q95",
+                                 "pooled_toward"]
+    states = est[est["level"] == "state"].set_index("state")
+    counties = est[est["level"] == "county"]
+    assert len(est) == 8 + 480 and len(states) == 8 and len(counties) == 480
+    assert sorted(states.index) == ["AZ", "IN", "MA", "MN", "MO", "ND", "PA", "R5"]
+    assert states.loc["MN", "name"] == "Minnesota" and states.loc["PA", "name"] == "Pennsylvania"
+    assert states["houses"].sum() == counties["houses"].sum() == 12083
+    assert states["counties"].sum() == 480 and states.loc["MN", "counties"] == 85
+    assert counties["fips"].notna().all() and counties["name"].notna().all()
+    by_key = counties.set_index(["state", "fips"])
+    assert by_key.loc[("MN", 27137), "name"] == "ST LOUIS"
+    assert by_key.loc[("MN", 27137), "houses"] == 116
+    assert by_key.loc[("R5", 27137), "name"] == "BOIS FORTE / FOND DU LAC"  # two reservations
+    assert by_key.loc[("AZ", 4001), "name"] == "APACHE"
+    # Minnesota's state intercept is the Minnesota model's intercept (1.47, se 0.04) to within
+    # a few sds; states have 10 or more counties each, so they are pooled very little
+    assert 1.3 < states.loc["MN", "mean"] < 1.65
+    assert np.all((states["mean"] - states["raw_mean"]).abs() < 0.1)
+    # counties: the spread shrinks, small counties are pulled most of the way, large ones little
+    assert counties["mean"].std() < 0.85 * counties["raw_mean"].std()
+    kept = ((counties["mean"] - counties["pooled_toward"]).abs()
+            / (counties["raw_mean"] - counties["pooled_toward"]).abs())
+    one_house = counties["houses"] == 1
+    assert one_house.sum() == 17
+    assert kept[one_house].median() < 0.3
+    assert kept[counties["houses"] > 30].median() > 0.7
+    assert np.all((counties["q5"] < counties["mean"]) & (counties["mean"] < counties["q95"]))
 
 
 # ------------------------------------------------------------------------ parser, in process
@@ -273,3 +374,108 @@ def test_format_table_shows_every_column():
     text = radon_job.format_table(table)
     assert "col29" in text and "..." not in text
     assert "813" in text and "1.235" in text
+
+
+# ------------------------------------------------------ nested model functions, known answers
+def _nested_fit(rng, num_chains=2, num_draws=50):
+    """A hand-made posterior with the nested model's names (mlgibbs.models.mixed) for a tiny data
+    set: states A (counties 1, 2) and B (county 1, the same FIPS code as A's county 1)."""
+    import xarray as xr
+
+    shape = (num_chains, num_draws)
+    cd = ("chain", "draw")
+    posterior = xr.Dataset(
+        {
+            "beta": (cd + ("predictor",), rng.normal(-0.5, 0.1, shape + (1,))),
+            "alpha_state": (cd + ("state", "state_coef"), rng.normal(size=shape + (2, 1))),
+            "gamma_state": (cd + ("state_predictor",), rng.normal(size=shape + (1,))),
+            "sigma_state": (cd + ("state_coef",), rng.uniform(0.1, 2.0, shape + (1,))),
+            "alpha_state:fips": (cd + ("state:fips", "state:fips_coef"),
+                                 rng.normal(size=shape + (3, 1))),
+            "gamma_state:fips": (cd + ("state:fips_predictor",), rng.normal(0.7, 0.1, shape + (1,))),
+            "sigma_state:fips": (cd + ("state:fips_coef",), rng.uniform(0.2, 0.5, shape + (1,))),
+            "sigma_y": (cd, rng.uniform(0.5, 1.0, shape)),
+        },
+        coords={"chain": np.arange(num_chains), "draw": np.arange(num_draws),
+                "predictor": ["floor"], "state": ["A", "B"], "state_coef": ["Intercept"],
+                "state_predictor": ["Intercept"], "state:fips": ["A:1", "A:2", "B:1"],
+                "state:fips_coef": ["Intercept"], "state:fips_predictor": ["log_uranium"]},
+    )
+    return mga.make_inference_data({"posterior": posterior})
+
+
+_NESTED_DATA = pd.DataFrame({
+    "state": ["A", "A", "A", "A", "B", "B"],
+    "county": ["ONE", "ONE", "TWO", "TWO", "RES X", "RES Y"],
+    "fips": [1, 1, 2, 2, 1, 1],
+    "floor": [0.0, 1.0, 0.0, 0.0, 1.0, 0.0],
+    "log_radon": [1.0, 0.5, 2.0, 1.5, 0.2, 0.8],
+    "log_uranium": [0.1, 0.1, -0.3, -0.3, 0.4, 0.4],
+})
+
+
+def test_nested_table_shares_are_per_draw():
+    fit = _nested_fit(np.random.default_rng(3))
+    table = radon_job.nested_table(fit)
+    assert list(table.index) == NESTED_ROWS
+    post = fit.posterior
+    s_state = np.asarray(post["sigma_state"].values)[..., 0].ravel()
+    s_county = np.asarray(post["sigma_state:fips"].values)[..., 0].ravel()
+    s_y = np.asarray(post["sigma_y"].values).ravel()
+    total = s_state**2 + s_county**2 + s_y**2
+    share = s_state**2 / total
+    np.testing.assert_allclose(table.loc["share_state", "mean"], share.mean(), rtol=1e-12)
+    # per draw, then summarised: not the ratio of the mean squares
+    ratio_of_means = (s_state**2).mean() / total.mean()
+    assert abs(share.mean() - ratio_of_means) > 1e-3
+    np.testing.assert_allclose(table.loc["share_house", "q95"], np.quantile(s_y**2 / total, 0.95))
+    np.testing.assert_allclose(table.loc["sigma_county", "q5"], np.quantile(s_county, 0.05))
+    np.testing.assert_allclose(table.loc["sigma_county", "sd"], s_county.std(ddof=1))
+    floor = np.asarray(post["beta"].values)[..., 0].ravel()
+    np.testing.assert_allclose(table.loc["beta[floor]", "mean"], floor.mean())
+    assert table.loc[["share_state", "share_county", "share_house"], "mean"].sum() == pytest.approx(1)
+    assert np.all(np.isfinite(table[["ess_bulk", "ess_tail", "r_hat"]]))
+
+
+def test_nested_estimates_of_hand_made_draws():
+    fit = _nested_fit(np.random.default_rng(4))
+    post = fit.posterior
+    est = radon_job.nested_estimates(fit, _NESTED_DATA)
+    assert list(est["level"]) == ["state", "state", "county", "county", "county"]
+    counties = est[est["level"] == "county"].set_index(["state", "fips"])
+    states = est[est["level"] == "state"].set_index("state")
+    assert counties.loc[("B", 1), "name"] == "RES X / RES Y"
+    assert counties.loc[("A", 2), "name"] == "TWO"
+    assert list(counties["houses"]) == [2, 2, 2] and list(states["counties"]) == [2, 1]
+    a_state = np.asarray(post["alpha_state"].values)[..., 0].reshape(-1, 2)
+    a_county = np.asarray(post["alpha_state:fips"].values)[..., 0].reshape(-1, 3)
+    np.testing.assert_allclose(counties.loc[("B", 1), "mean"], (a_state[:, 1] + a_county[:, 2]).mean())
+    np.testing.assert_allclose(counties.loc[("A", 2), "sd"],
+                               (a_state[:, 0] + a_county[:, 1]).std(ddof=1))
+    np.testing.assert_allclose(states.loc["A", "mean"], a_state[:, 0].mean())
+    b = float(np.asarray(post["beta"].values).mean())
+    g = float(np.asarray(post["gamma_state:fips"].values).mean())
+    np.testing.assert_allclose(counties.loc[("A", 1), "raw_mean"], (1.0 + 0.5 - b) / 2)
+    np.testing.assert_allclose(counties.loc[("A", 1), "pooled_toward"],
+                               (a_state[:, 0] + g * 0.1).mean())
+    # a state's own estimate: its counties' adjusted means, precision-weighted
+    var_c = float((np.asarray(post["sigma_state:fips"].values) ** 2).mean())
+    var_y = float((np.asarray(post["sigma_y"].values) ** 2).mean())
+    assert states.loc["B", "raw_mean"] == pytest.approx((0.2 - b + 0.8) / 2 - g * 0.4)
+    adjusted = np.array([(1.5 - b) / 2 - g * 0.1, 1.75 + g * 0.3])
+    assert states.loc["A", "raw_mean"] == pytest.approx(adjusted.mean())  # equal sizes, weights
+    # with unequal sizes the weights 1 / (sigma_county^2 + sigma_y^2 / houses) matter
+    data = pd.concat([_NESTED_DATA, _NESTED_DATA.iloc[[2]].assign(log_radon=3.0)], ignore_index=True)
+    est = radon_job.nested_estimates(fit, data)
+    states = est[est["level"] == "state"].set_index("state")
+    adjusted[1] = (2.0 + 1.5 + 3.0) / 3 + g * 0.3
+    weights = 1 / (var_c + var_y / np.array([2, 3]))
+    assert states.loc["A", "raw_mean"] == pytest.approx(np.average(adjusted, weights=weights))
+    assert states.loc["A", "houses"] == 5
+    np.testing.assert_allclose(states["pooled_toward"],
+                               float(np.asarray(post["gamma_state"].values).mean()))
+
+    fig = radon_job.nested_shrinkage_figure(est, dpi=50)
+    left, right = fig.axes[:2]
+    assert left.get_xscale() == right.get_xscale() == "log"
+    assert left.get_title().startswith("(a) 3 counties") and right.get_title().startswith("(b) 2 states")
