@@ -43,6 +43,7 @@ parametrization of hierarchical models. *Statistical Science* 22, 59-73.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import jax
@@ -411,3 +412,450 @@ def nuts_inference_data(mcmc, model, *, log_likelihood: bool = True):
         "num_warmup": int(mcmc.num_warmup),
     }
     return to_inference_data(model, draws, sample_stats=stats, log_likelihood=loglik, attrs=attrs)
+
+
+# =========================================================================== multilevel models
+#
+# The general model of :mod:`mlgibbs.models.mixed` (varying slopes, nested and crossed factors),
+#
+#     y_i ~ N(X_i beta + sum_f Z_{f,i} b_f[g_f(i)], sigma_y^2),   b_f[g] ~ N(e_k U_{f,g} gamma_f, Sigma_f),
+#
+# written from the raw arrays of a MixedModel in the user's coordinates (model.y, model.X, each
+# factor's codes and Z, model.U), independently of the kernel's compressed rows and coordinates.
+#
+# Sites (``<f>`` is the factor's name, ``<coef>`` a varying coefficient's name):
+#
+# ``beta`` (p,), ``gamma_<f>`` (q_f,)   Flat / Normal priors per name (``model.priors["beta"]``)
+# ``sigma_<f>[<coef>]``                 a one-column block: its standard deviation (scale prior)
+# ``L_<f>[<c1>,<c2>,..]``               a correlated block: Cholesky factor of its covariance
+# ``a_<f>[<c1>,<c2>,..]``               Huang & Wand's auxiliary variables a_k of that block
+# ``z_<f>`` (J_f, d_f)                  non-centred effects, b_f = e_k U gamma_f + z L_f' (default)
+# ``alpha_<f>`` (J_f, d_f)              the effects b_f: sampled when centred, else deterministic
+# ``mu_<f>`` (J_f, d_f)                 hierarchically centred: b_f plus the parent's intercept
+# ``cov_<f>`` (d_f, d_f)                deterministic: the block-diagonal Sigma_f = L_f L_f'
+# ``sigma_y``, and the observed site named after the response (plate ``obs_id``).
+#
+# A correlated block's covariance Sigma = L L' is sampled through its Cholesky factor L (an
+# ``ImproperUniform`` on lower-triangular matrices with a positive diagonal) plus a ``factor`` holding
+# the inverse-Wishart log density of Sigma and the Jacobian of L -> L L',
+# log |d Sigma / d L| = d log 2 + sum_i (d - i) log L_ii (i = 0..d-1), written out here (no NumPyro
+# Wishart class needed, so any NumPyro >= 0.15 works). Huang & Wand's prior is its hierarchical form:
+# a_k ~ InvGamma(1/2, 1/A_k^2), Sigma | a ~ IW(nu + d - 1, 2 nu diag(1/a)).
+
+__all__ += ["mixed_numpyro_model", "mixed_nuts_draws", "run_mixed_nuts", "mixed_site_names"]
+
+
+def _block_label(factor, start: int, size: int) -> str:
+    return f"{factor.name}[{','.join(factor.coef_names[start:start + size])}]"
+
+
+def mixed_site_names(model) -> dict[str, list[str]]:
+    """The NumPyro sample sites of :func:`mixed_numpyro_model` per kind (see the comment above it).
+
+    Returns a dict with keys ``"sigma"`` (scalar blocks), ``"chol"`` (Cholesky factors of correlated
+    blocks), ``"aux"`` (Huang & Wand auxiliaries), ``"effects"`` (``z_<f>``/``alpha_<f>`` names
+    of each factor, non-centred first) and ``"coefficients"`` (``beta`` and ``gamma_<f>``).
+    """
+    from mlgibbs.priors import HuangWand
+
+    out = {"sigma": [], "chol": [], "aux": [], "effects": [], "coefficients": []}
+    if model.X.shape[1]:
+        out["coefficients"].append("beta")
+    for f, factor in enumerate(model.factors):
+        if model.U[f].shape[1]:
+            out["coefficients"].append(f"gamma_{factor.name}")
+        for (start, size), prior in zip(factor.blocks, model.priors[factor.name]):
+            label = _block_label(factor, start, size)
+            if size == 1:
+                out["sigma"].append(f"sigma_{label}")
+            else:
+                out["chol"].append(f"L_{label}")
+                if isinstance(prior, HuangWand):
+                    out["aux"].append(f"a_{label}")
+        out["effects"].append((f"z_{factor.name}", f"alpha_{factor.name}", f"mu_{factor.name}"))
+    return out
+
+
+def _named_coefficient_prior(priors: dict, names) -> Flat | Normal:
+    """One Flat/Normal prior for a block from per-name priors (``scale = inf`` where flat)."""
+    names = list(names)
+    per = [priors.get(name, Flat()) for name in names]
+    if all(isinstance(pr, Flat) for pr in per):
+        return Flat()
+    loc, scale = [], []
+    for name, pr in zip(names, per):
+        if isinstance(pr, Flat):
+            loc.append(0.0)
+            scale.append(math.inf)
+        elif isinstance(pr, Normal):
+            loc.append(float(np.asarray(pr.loc)))
+            scale.append(float(np.asarray(pr.scale)))
+        else:
+            raise TypeError(f"expected a Flat or Normal prior for fixed effect {name!r}, got {pr!r}")
+    return Normal(np.asarray(loc), np.asarray(scale))
+
+
+def _inverse_wishart_cholesky_log_prob(L, df, psi_chol):
+    """Log density of ``L`` (lower triangular, positive diagonal) when ``L L' ~ IW(df, Psi)``,
+    ``Psi = psi_chol psi_chol'``: the inverse-Wishart density of ``Sigma = L L'`` plus
+    ``log |d Sigma / d L| = d log 2 + sum_i (d - i) log L_ii``."""
+    from jax.scipy.linalg import solve_triangular
+    from jax.scipy.special import multigammaln
+
+    d = L.shape[-1]
+    log_diag = jnp.log(jnp.diagonal(L))
+    log_det_sigma = 2.0 * jnp.sum(log_diag)
+    log_det_psi = 2.0 * jnp.sum(jnp.log(jnp.diagonal(psi_chol)))
+    whitened = solve_triangular(L, psi_chol, lower=True)        # tr(Psi Sigma^-1) = |L^-1 C|_F^2
+    log_iw = (0.5 * df * log_det_psi - 0.5 * df * d * math.log(2.0) - multigammaln(0.5 * df, d)
+              - 0.5 * (df + d + 1) * log_det_sigma - 0.5 * jnp.sum(whitened**2))
+    jacobian = d * math.log(2.0) + jnp.sum(jnp.arange(d, 0, -1, dtype=L.dtype) * log_diag)
+    return log_iw + jacobian
+
+
+def _sample_covariance_cholesky(label: str, prior, d: int, dtype) -> jax.Array:
+    """Cholesky factor ``L`` of a correlated block under an InverseWishart or HuangWand prior."""
+    numpyro, dist = _import_numpyro()
+    from numpyro.distributions import constraints
+
+    from mlgibbs.priors import HuangWand, InverseWishart
+
+    L = numpyro.sample(f"L_{label}", dist.ImproperUniform(constraints.lower_cholesky, (), (d, d)))
+    if isinstance(prior, InverseWishart):
+        df = float(prior.df)
+        psi_chol = jnp.asarray(np.linalg.cholesky(prior.scale_matrix(d)), dtype)
+    elif isinstance(prior, HuangWand):
+        A = jnp.asarray(prior.scales(d), dtype)
+        a = numpyro.sample(f"a_{label}", dist.InverseGamma(jnp.full((d,), 0.5, dtype), 1.0 / A**2).to_event(1))
+        df = float(prior.df) + d - 1
+        psi_chol = jnp.diag(jnp.sqrt(2.0 * float(prior.df) / a))
+    else:
+        raise TypeError(f"expected a covariance prior (InverseWishart, HuangWand) for {label}, got {prior!r}")
+    numpyro.factor(f"L_{label}_prior", _inverse_wishart_cholesky_log_prob(L, df, psi_chol))
+    return L
+
+
+def _centred_factors(model, centered) -> set[str]:
+    names = [f.name for f in model.factors]
+    if isinstance(centered, bool):
+        return set(names) if centered else set()
+    chosen = set(centered)
+    unknown = chosen - set(names)
+    if unknown:
+        raise ValueError(f"centered names unknown factor(s) {sorted(unknown)}; the factors are {names}")
+    return chosen
+
+
+def _parents(model) -> dict[int, int]:
+    """Factor -> the factor it is nested in (the previous one of its chain), where both have a
+    varying intercept (the pairs hierarchical centring applies to)."""
+    out = {}
+    for chain in model.structure.chains:
+        for parent, child in zip(chain[:-1], chain[1:]):
+            if model.structure.intercepts[child] >= 0 and model.structure.intercepts[parent] >= 0:
+                out[child] = parent
+    return out
+
+
+def _hierarchical_factors(model, hierarchical, centred: set[str]) -> dict[int, tuple[int, np.ndarray]]:
+    """Factor -> (parent factor, parent level of each of its levels) for hierarchical centring."""
+    names = [f.name for f in model.factors]
+    parents = _parents(model)
+    if isinstance(hierarchical, bool):
+        chosen = {names[f] for f in parents if names[f] in centred} if hierarchical else set()
+    else:
+        chosen = set(hierarchical)
+        bad = sorted(n for n in chosen if n not in names or names.index(n) not in parents)
+        if bad:
+            raise ValueError(f"hierarchical names {bad}, which are not factors nested in another factor with "
+                             f"both a varying intercept; those are {[names[f] for f in parents]}")
+        uncentred = sorted(chosen - centred)
+        if uncentred:
+            raise ValueError(f"hierarchical centring needs the factor(s) {uncentred} centred too (centered=...)")
+    out = {}
+    for f in parents:
+        if names[f] in chosen:
+            g = parents[f]
+            level = np.zeros(len(model.factors[f].labels), np.int64)
+            level[np.asarray(model.factors[f].codes)] = np.asarray(model.factors[g].codes)
+            out[f] = (g, level)
+    return out
+
+
+def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[], None]:
+    """Write a :class:`~mlgibbs.models.mixed.MixedModel` as a NumPyro model function.
+
+    The same posterior as :func:`mlgibbs.sample` targets, in the user's coordinates and from the raw
+    data (``model.y``, ``model.X``, each factor's ``codes`` and ``Z``, ``model.U``), with the priors of
+    ``model.priors``: fixed effects (``beta``, ``gamma_<f>``) Flat -> ``ImproperUniform`` over the
+    reals, Normal -> Normal; scalar blocks and ``sigma_y`` through :func:`scale_distribution`;
+    correlated blocks through their Cholesky factor with the inverse-Wishart density and Jacobian
+    (Huang & Wand's prior through its auxiliaries ``a_k``). Site names: see :func:`mixed_site_names`.
+
+    Parameters
+    ----------
+    model
+        A :class:`~mlgibbs.models.mixed.MixedModel`.
+    centered
+        ``False`` (default): every factor non-centred, ``z_<f> ~ N(0, I)`` and
+        ``alpha_<f> = e_k U_f gamma_f + z_<f> L_f'`` deterministic; ``True``: every factor centred,
+        ``alpha_<f> ~ N(e_k U_f gamma_f, Sigma_f)`` sampled; or a collection of factor names to centre.
+    hierarchical
+        Hierarchical centring (Gelfand, Sahu & Carlin 1995) of centred factors nested in another
+        factor, both with a varying intercept: instead of ``alpha_<f>``, the site ``mu_<f>`` holds
+        the effects plus the parent's intercept on the intercept coordinate,
+        ``mu_<f>[g] = alpha_<f>[g] + e_k alpha_<parent>[parent(g), k_parent] ~ N(that shifted mean,
+        Sigma_f)``, and ``alpha_<f>`` is deterministic (a shift: Jacobian 1, the same posterior).
+        Where the data inform the fine levels well (Pastes' casks, radon's counties) this removes the
+        ridge between a parent's effect and the mean of its children. ``True``: every centred nested
+        factor; ``False`` (default): none; or a collection of factor names.
+
+    Returns
+    -------
+    callable
+        The NumPyro model, ``model_fn()``.
+    """
+    numpyro, dist = _import_numpyro()
+    dtype = model.dtype
+    priors = model.priors
+    centred = _centred_factors(model, centered)
+    nested = _hierarchical_factors(model, hierarchical, centred)
+    sites = mixed_site_names(model)
+    taken = {"beta", "sigma_y", "obs_id", *sites["sigma"], *sites["chol"], *sites["aux"],
+             *sites["coefficients"]}
+    for f in model.factors:
+        taken |= {f"z_{f.name}", f"alpha_{f.name}", f"mu_{f.name}", f"cov_{f.name}"}
+    if model.response in taken:
+        raise ValueError(f"the response may not be named {model.response!r}: it is a NumPyro site name "
+                         "of the parameters")
+    y = jnp.asarray(model.y, dtype)
+    X = jnp.asarray(model.X, dtype)
+    n, p = X.shape
+    beta_prior = _named_coefficient_prior(priors["beta"], model.predictors)
+    spec = []
+    order = [f for chain in model.structure.chains for f in chain]  # parents before children
+    for f in order:
+        factor = model.factors[f]
+        k = int(model.structure.intercepts[f])
+        U = np.asarray(model.U[f], np.float64)
+        if U.shape[1] and k < 0:
+            raise ValueError(f"factor {factor.name!r} has group-level predictors but no varying intercept")
+        parent = None
+        if f in nested:
+            g, level = nested[f]
+            parent = (g, int(model.structure.intercepts[g]), jnp.asarray(level, jnp.int32))
+        spec.append(dict(
+            index=f, name=factor.name, factor=factor, k=k, J=len(factor.labels), d=factor.Z.shape[1],
+            codes=jnp.asarray(np.asarray(factor.codes), jnp.int32), Z=jnp.asarray(factor.Z, dtype),
+            U=jnp.asarray(U, dtype),
+            gamma_prior=_named_coefficient_prior(priors["beta"], model.group_predictors[f]),
+            blocks=tuple(zip(factor.blocks, priors[factor.name])), centred=factor.name in centred,
+            parent=parent))
+
+    def model_fn() -> None:
+        mean = jnp.zeros((n,), dtype)
+        if p > 0:
+            beta = _sample_coefficients("beta", beta_prior, p, dtype)
+            mean = mean + X @ beta
+        alphas = {}
+        for s in spec:
+            name, J, d = s["name"], s["J"], s["d"]
+            centre = jnp.zeros((J, d), dtype)
+            q = s["U"].shape[1]
+            if q > 0:
+                gamma = _sample_coefficients(f"gamma_{name}", s["gamma_prior"], q, dtype)
+                centre = centre.at[:, s["k"]].set(s["U"] @ gamma)
+            L = jnp.zeros((d, d), dtype)
+            for (start, size), prior in s["blocks"]:
+                label = _block_label(s["factor"], start, size)
+                if size == 1:
+                    sd = numpyro.sample(f"sigma_{label}", scale_distribution(prior))
+                    L = L.at[start, start].set(sd)
+                else:
+                    block = _sample_covariance_cholesky(label, prior, size, dtype)
+                    L = L.at[start:start + size, start:start + size].set(block)
+            numpyro.deterministic(f"cov_{name}", L @ L.T)
+            if s["parent"] is not None:
+                g, k_g, level = s["parent"]
+                shift = jnp.zeros((J, d), dtype).at[:, s["k"]].set(alphas[g][level, k_g])
+                mu = numpyro.sample(f"mu_{name}",
+                                    dist.MultivariateNormal(centre + shift, scale_tril=L).to_event(1))
+                alpha = numpyro.deterministic(f"alpha_{name}", mu - shift)
+            elif s["centred"]:
+                alpha = numpyro.sample(f"alpha_{name}",
+                                       dist.MultivariateNormal(centre, scale_tril=L).to_event(1))
+            else:
+                z = numpyro.sample(f"z_{name}", dist.Normal(jnp.zeros((J, d), dtype), 1.0).to_event(2))
+                alpha = numpyro.deterministic(f"alpha_{name}", centre + z @ L.T)
+            alphas[s["index"]] = alpha
+            mean = mean + jnp.sum(s["Z"] * alpha[s["codes"]], axis=1)
+        sigma_y = numpyro.sample("sigma_y", scale_distribution(priors["sigma_y"]))
+        with numpyro.plate("obs_id", n):
+            numpyro.sample(model.response, dist.Normal(mean, sigma_y), obs=y)
+
+    return model_fn
+
+
+def _mixed_constrained_params(model, user: dict, centered=False, hierarchical=False) -> dict:
+    """Constrained values of every sample site of :func:`mixed_numpyro_model` from user parameters
+    (``beta``, ``sigma_y``, ``alpha_<f>``, ``gamma_<f>``, ``cov_<f>`` as :meth:`MixedModel.to_user`
+    returns them, any leading axes). Huang & Wand auxiliaries are set to their conditional mode
+    given ``Sigma``."""
+    from mlgibbs.priors import HuangWand
+
+    centred = _centred_factors(model, centered)
+    nested = _hierarchical_factors(model, hierarchical, centred)
+    params = {"sigma_y": np.asarray(user["sigma_y"], np.float64)}
+    if model.X.shape[1]:
+        params["beta"] = np.asarray(user["beta"], np.float64)
+    for f, factor in enumerate(model.factors):
+        name = factor.name
+        cov = np.asarray(user[f"cov_{name}"], np.float64)
+        alpha = np.asarray(user[f"alpha_{name}"], np.float64)
+        L = np.zeros_like(cov)
+        for (start, size), prior in zip(factor.blocks, model.priors[name]):
+            label = _block_label(factor, start, size)
+            sl = slice(start, start + size)
+            if size == 1:
+                sd = np.sqrt(cov[..., start, start])
+                params[f"sigma_{label}"] = sd
+                L[..., start, start] = sd
+                continue
+            block = np.linalg.cholesky(cov[..., sl, sl])
+            params[f"L_{label}"] = block
+            L[..., sl, sl] = block
+            if isinstance(prior, HuangWand):
+                nu, A = float(prior.df), prior.scales(size)
+                precision_diag = np.diagonal(np.linalg.inv(cov[..., sl, sl]), axis1=-2, axis2=-1)
+                rate = nu * precision_diag + 1.0 / A**2
+                params[f"a_{label}"] = rate / (0.5 * (nu + size) + 1.0)    # mode of InvGamma
+        centre = np.zeros_like(alpha)
+        if model.U[f].shape[1]:
+            gamma = np.asarray(user[f"gamma_{name}"], np.float64)
+            params[f"gamma_{name}"] = gamma
+            centre[..., model.structure.intercepts[f]] = gamma @ np.asarray(model.U[f], np.float64).T
+        if f in nested:
+            g, level = nested[f]
+            parent = np.asarray(user[f"alpha_{model.factors[g].name}"], np.float64)
+            mu = alpha.copy()
+            mu[..., model.structure.intercepts[f]] += parent[..., level, model.structure.intercepts[g]]
+            params[f"mu_{name}"] = mu
+        elif name in centred:
+            params[f"alpha_{name}"] = alpha
+        else:  # z L' = alpha - centre
+            dev = np.swapaxes(alpha - centre, -1, -2)
+            params[f"z_{name}"] = np.swapaxes(np.linalg.solve(L, dev), -1, -2)
+    return params
+
+
+def run_mixed_nuts(
+    model,
+    rng_key: jax.Array,
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_draws: int = 1000,
+    centered=False,
+    hierarchical=False,
+    *,
+    initial_values: dict | None = None,
+    extra_fields: tuple[str, ...] = tuple(_SAMPLE_STATS),
+    progress_bar: bool = False,
+    chain_method: str = "vectorized",
+    **nuts_kwargs: Any,
+):
+    """Run NumPyro's NUTS on :func:`mixed_numpyro_model`.
+
+    Parameters
+    ----------
+    model
+        A :class:`~mlgibbs.models.mixed.MixedModel`.
+    rng_key
+        PRNG key.
+    num_chains, num_warmup, num_draws
+        Chains, adaptation steps and kept draws per chain.
+    centered, hierarchical
+        Parametrisation of the effects (see :func:`mixed_numpyro_model`); default non-centred.
+    initial_values
+        Starting points in the user's coordinates, each with a leading chain axis: ``beta``,
+        ``sigma_y`` and per factor ``alpha_<f>``, ``gamma_<f>``, ``cov_<f>`` (as
+        :meth:`MixedModel.to_user` returns them). ``None`` (default): the over-dispersed starts of
+        :func:`mlgibbs.sample` (the multilevel kernel's ``init``). Ignored when ``init_strategy`` is
+        passed in ``nuts_kwargs``.
+    extra_fields, progress_bar, chain_method, **nuts_kwargs
+        As in :func:`run_nuts`.
+
+    Returns
+    -------
+    numpyro.infer.MCMC
+        The run; :func:`mixed_nuts_draws` of ``mcmc.get_samples(group_by_chain=True)`` gives the
+        draws under :func:`mlgibbs.sample`'s names.
+    """
+    _import_numpyro()
+    from numpyro.infer import MCMC, NUTS
+    from numpyro.infer.util import unconstrain_fn
+
+    model_fn = mixed_numpyro_model(model, centered=centered, hierarchical=hierarchical)
+    key_init, key_run = jax.random.split(rng_key)
+    init_params = None
+    if "init_strategy" not in nuts_kwargs:
+        if initial_values is None:
+            from mlgibbs.samplers.mixed import mixed_kernel
+
+            kernel = mixed_kernel(model.structure, model.kernel_priors)
+            keys = jax.random.split(key_init, num_chains)
+            initial_values = model.to_user(jax.vmap(kernel.init, in_axes=(0, None))(keys, model.data))
+        params = _mixed_constrained_params(model, initial_values, centered, hierarchical)
+        params = {k: jnp.asarray(v, model.dtype) for k, v in params.items()}
+        init_params = jax.vmap(lambda prm: unconstrain_fn(model_fn, (), {}, prm))(params)
+        if num_chains == 1:
+            init_params = jax.tree.map(lambda a: a[0], init_params)
+    mcmc = MCMC(
+        NUTS(model_fn, **nuts_kwargs),
+        num_warmup=num_warmup,
+        num_samples=num_draws,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=progress_bar,
+    )
+    mcmc.run(key_run, init_params=init_params, extra_fields=tuple(extra_fields))
+    return mcmc
+
+
+def mixed_nuts_draws(model, mcmc_samples: dict) -> dict[str, np.ndarray]:
+    """The draws of a :func:`mixed_numpyro_model` run under :func:`mlgibbs.sample`'s names.
+
+    Parameters
+    ----------
+    model
+        The :class:`~mlgibbs.models.mixed.MixedModel`.
+    mcmc_samples
+        ``mcmc.get_samples(group_by_chain=True)`` (or any dict of the model's sites with the same
+        leading axes).
+
+    Returns
+    -------
+    dict
+        Name -> float64 array ``(chain, draw, ...)`` laid out as the posterior of
+        :func:`mlgibbs.sample`: ``beta`` (``predictor``; absent without fixed effects), and per factor
+        ``alpha_<f>`` (``(J_f, d_f)``, the effects including the group-level mean on the intercept
+        coordinate), ``gamma_<f>`` (only when ``q_f > 0``), ``sigma_<f>`` (``sqrt(diag Sigma_f)``),
+        ``corr_<f>`` (``(d_f, d_f)``, only for a factor with a correlated block); ``sigma_y``.
+    """
+    def get(name):
+        return np.asarray(mcmc_samples[name], np.float64)
+
+    out = {}
+    if model.X.shape[1]:
+        out["beta"] = get("beta")
+    for f, factor in enumerate(model.factors):
+        name = factor.name
+        out[f"alpha_{name}"] = get(f"alpha_{name}")
+        if model.U[f].shape[1]:
+            out[f"gamma_{name}"] = get(f"gamma_{name}")
+        cov = get(f"cov_{name}")
+        sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        out[f"sigma_{name}"] = sd
+        if any(size > 1 for _, size in factor.blocks):
+            out[f"corr_{name}"] = cov / (sd[..., :, None] * sd[..., None, :])
+    out["sigma_y"] = get("sigma_y")
+    return out

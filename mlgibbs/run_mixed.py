@@ -266,7 +266,10 @@ def sample_mixed(rng_key, model, *, num_chains, num_warmup, num_draws, thin, ini
     if check_convergence:
         from mlgibbs.diagnostics import warn_if_not_converged
 
-        warn_if_not_converged(idata, stacklevel=4, advice=(
-            "Run longer (num_warmup, num_draws; thin= keeps memory the same), or give scales with few "
-            "groups a proper prior"))
+        few = [f"sigma_{f.name}" for f in model.factors if len(f.labels) < 10]
+        advice = "Run longer (num_warmup, num_draws; thin= keeps memory the same)"
+        if few:
+            advice += (f"; the scales of factors with few groups ({', '.join(few)}) mix slowly under a "
+                       "uniform prior: a proper one (HalfNormal, HalfCauchy) helps")
+        warn_if_not_converged(idata, stacklevel=4, advice=advice)
     return idata
