@@ -448,25 +448,34 @@ def to_inference_data(
         moment_vars[f"{name}_sd"] = (("chain", *dims[name]), np.asarray(sd))
     moment_dims = {d for v in moment_vars.values() for d in v[0]}
 
-    obs = {"obs_id": np.arange(model.num_obs)}
     datasets = {
         "posterior": xr.Dataset(posterior, coords=used(coords, posterior_dims), attrs=all_attrs),
         "sample_stats": xr.Dataset(
             {k: (("chain", "draw"), np.asarray(v)) for k, v in (sample_stats or {}).items()},
             coords=base, attrs=all_attrs),
     }
-    if log_likelihood is not None:
-        datasets["log_likelihood"] = xr.Dataset(
-            {model.response: (("chain", "draw", "obs_id"), np.asarray(log_likelihood))},
-            coords={**base, **obs}, attrs=all_attrs)
-    if posterior_predictive is not None:
-        datasets["posterior_predictive"] = xr.Dataset(
-            {model.response: (("chain", "draw", "obs_id"), np.asarray(posterior_predictive))},
-            coords={**base, **obs}, attrs=all_attrs)
+    datasets.update(observation_groups(model, base, attrs=all_attrs, log_likelihood=log_likelihood,
+                                       posterior_predictive=posterior_predictive))
     if moment_vars:
         datasets["posterior_moments"] = xr.Dataset(moment_vars, coords=used(coords, moment_dims),
                                                    attrs=all_attrs)
-    datasets["observed_data"] = xr.Dataset(
-        {model.response: (("obs_id",), np.asarray(model.y, dtype=np.float64))},
-        coords=obs, attrs=all_attrs)
+    datasets["observed_data"] = observed_data(model, all_attrs)
     return make_inference_data(datasets)
+
+
+def observation_groups(model, base, *, attrs, log_likelihood=None, posterior_predictive=None):
+    """The per-observation groups ``log_likelihood`` and ``posterior_predictive`` (those given), each a
+    ``(chain, draw, obs_id)`` variable named after the response; ``base`` holds the chain and draw coords."""
+    coords = {**base, "obs_id": np.arange(model.num_obs)}
+    out = {}
+    for name, values in (("log_likelihood", log_likelihood), ("posterior_predictive", posterior_predictive)):
+        if values is not None:
+            out[name] = xr.Dataset({model.response: (("chain", "draw", "obs_id"), np.asarray(values))},
+                                   coords=coords, attrs=attrs)
+    return out
+
+
+def observed_data(model, attrs) -> xr.Dataset:
+    """The ``observed_data`` group: the response, float64, by ``obs_id``."""
+    return xr.Dataset({model.response: (("obs_id",), np.asarray(model.y, dtype=np.float64))},
+                      coords={"obs_id": np.arange(model.num_obs)}, attrs=attrs)

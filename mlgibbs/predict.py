@@ -54,19 +54,14 @@ def _level_codes(values, labels, name, new_levels, what):
 
 
 def _factor_values(data, columns, what):
-    missing = [c for c in columns if c not in data.columns]
-    if missing:
-        raise ValueError(f"{what} lacks the grouping column(s) {missing}; its columns: "
-                         f"{', '.join(map(str, data.columns))}")
-    for c in columns:
-        bad = data[c].isna().to_numpy()
-        if bad.any():
-            from mlgibbs.models.validation import _rows
+    """The labels of a (possibly interaction) factor on new rows, as :func:`mlgibbs.models.terms.factor_codes` writes them."""
+    from mlgibbs.models.terms import _require_columns, _require_complete
 
-            raise ValueError(f"grouping column {c!r} of {what} has {int(bad.sum())} missing label(s) "
-                             f"({_rows(bad, index=data.index)})")
+    _require_columns(data, columns, f"a grouping factor, in {what}")
+    for c in columns:
+        _require_complete(data, c, what)
     if len(columns) == 1:
-        return [v for v in data[columns[0]].tolist()]
+        return data[columns[0]].tolist()
     parts = [data[c].astype(str).to_numpy() for c in columns]
     return [":".join(p) for p in zip(*parts)]
 

@@ -21,13 +21,8 @@ from mlgibbs.samplers.mixed import MixedState, fitted_values, mixed_kernel
 __all__ = ["sample_mixed", "posterior_variables", "mixed_log_likelihood", "to_inference_data_mixed"]
 
 
-def _program(kernel, structure, num_chains: int, num_draws: int, init: bool, log_likelihood: bool,
-             posterior_predictive: bool):
-    return _cached_program(kernel, structure, num_chains, num_draws, init, log_likelihood, posterior_predictive)
-
-
 @functools.lru_cache(maxsize=64)
-def _cached_program(kernel, structure, num_chains, num_draws, init, log_likelihood, posterior_predictive):
+def _program(kernel, structure, num_chains, num_draws, init, log_likelihood, posterior_predictive):
     from mlgibbs.run import run_chain
 
     def program(rng_key, data, initial_state, rows, num_warmup, thin):
@@ -98,7 +93,7 @@ def to_inference_data_mixed(model, variables, *, log_likelihood=None, posterior_
     import xarray as xr
 
     import mlgibbs
-    from mlgibbs.arviz import _attribute, make_inference_data
+    from mlgibbs.arviz import _attribute, make_inference_data, observation_groups, observed_data
 
     first = next(iter(variables.values()))[1]
     num_chains, num_draws = first.shape[:2]
@@ -108,19 +103,11 @@ def to_inference_data_mixed(model, variables, *, log_likelihood=None, posterior_
     coords = _coords(model)
     posterior = {name: (("chain", "draw", *dims), np.asarray(value)) for name, (dims, value) in variables.items()}
     used = {d for dims, _ in posterior.values() for d in dims}
-    obs = {"obs_id": np.arange(model.num_obs)}
     datasets = {"posterior": xr.Dataset(posterior, coords={**base, **{k: v for k, v in coords.items() if k in used}},
                                         attrs=all_attrs)}
-    if log_likelihood is not None:
-        datasets["log_likelihood"] = xr.Dataset(
-            {model.response: (("chain", "draw", "obs_id"), np.asarray(log_likelihood))},
-            coords={**base, **obs}, attrs=all_attrs)
-    if posterior_predictive is not None:
-        datasets["posterior_predictive"] = xr.Dataset(
-            {model.response: (("chain", "draw", "obs_id"), np.asarray(posterior_predictive))},
-            coords={**base, **obs}, attrs=all_attrs)
-    datasets["observed_data"] = xr.Dataset({model.response: (("obs_id",), np.asarray(model.y, np.float64))},
-                                           coords=obs, attrs=all_attrs)
+    datasets.update(observation_groups(model, base, attrs=all_attrs, log_likelihood=log_likelihood,
+                                       posterior_predictive=posterior_predictive))
+    datasets["observed_data"] = observed_data(model, all_attrs)
     return make_inference_data(datasets)
 
 
@@ -163,7 +150,7 @@ def _user_values(model, post, draw=None) -> dict:
 
 def mixed_log_likelihood(idata, model):
     """Add the pointwise ``log_likelihood`` group to a run of a multilevel model (one chain at a time)."""
-    from mlgibbs.arviz import add_group
+    from mlgibbs.arviz import add_group, observation_groups
 
     _check_layout(model, idata.posterior)
     kernel = to_device(model.to_kernel(_user_values(model, idata.posterior)), model.dtype)
@@ -179,16 +166,12 @@ def mixed_log_likelihood(idata, model):
             return -0.5 * z**2 - jnp.log(state.sigma_y * y_scale) - 0.5 * jnp.log(2 * jnp.pi)
         return jax.lax.map(loglik, states)
 
-    import xarray as xr
-
     chains = [np.asarray(one_chain(jax.tree.map(lambda a: a[c], kernel)), np.float64)
               for c in range(np.shape(kernel.sigma_y)[0])]
     loglik = np.stack(chains)
-    coords = {"chain": np.arange(loglik.shape[0]), "draw": np.arange(loglik.shape[1]),
-              "obs_id": np.arange(model.num_obs)}
-    dataset = xr.Dataset({model.response: (("chain", "draw", "obs_id"), loglik)}, coords=coords,
-                         attrs=dict(idata.posterior.attrs))
-    return add_group(idata, "log_likelihood", dataset)
+    base = {"chain": np.arange(loglik.shape[0]), "draw": np.arange(loglik.shape[1])}
+    group = observation_groups(model, base, attrs=dict(idata.posterior.attrs), log_likelihood=loglik)
+    return add_group(idata, "log_likelihood", group["log_likelihood"])
 
 
 def _check_layout(model, post):

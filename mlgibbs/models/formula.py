@@ -145,16 +145,12 @@ def new_fixed_design(spec, data: pd.DataFrame, names: list[str], *, what: str = 
     import formulaic
     from formulaic.errors import FactorEvaluationError
 
+    from mlgibbs.models.terms import _require_columns, _require_complete
+
     required = sorted(spec.required_variables) if hasattr(spec, "required_variables") else []
-    missing = [v for v in required if v not in data.columns]
-    if missing:
-        raise ValueError(f"{what} lacks the column(s) {missing} that the model's fixed effects use; its "
-                         f"columns: {', '.join(map(str, data.columns))}")
+    _require_columns(data, required, f"the fixed effects, in {what}")
     for var in required:
-        bad = data[var].isna().to_numpy()
-        if bad.any():
-            raise ValueError(f"column {var!r} of {what} has {int(bad.sum())} missing value(s) "
-                             f"({_rows(bad, index=data.index)})")
+        _require_complete(data, var, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", formulaic.errors.DataMismatchWarning)

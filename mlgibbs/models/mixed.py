@@ -718,7 +718,7 @@ def _resolve_priors(priors, factors, x_names, u_names, tr, spread, sizes, interc
             else:
                 prior = spec.get("covariance") if isinstance(spec, Mapping) else spec
                 if prior is None:
-                    prior = default_covariance_prior(spread * tr.k if False else spread, rms[start:start + size])
+                    prior = default_covariance_prior(spread, rms[start:start + size])
                 if not isinstance(prior, _COVARIANCE):
                     raise TypeError(f"priors[{factor.name!r}]: the correlated term of {factor.name!r} "
                                     f"({', '.join(factor.coef_names[start:start + size])}) needs a covariance "

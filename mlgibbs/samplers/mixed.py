@@ -171,7 +171,7 @@ def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, 
 
 
 def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
-                data: MixedData) -> MixedState:
+                data: MixedData, resid=None) -> MixedState:
     r"""Parameter-expanded group moves: rescale each scalar term's deviations and its scale together.
 
     For a scalar block ``j`` of factor ``f`` with deviations ``delta_g`` (the effects less their
@@ -201,8 +201,8 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     key_z, key_u = jax.random.split(rng_key)
     normals = jax.random.normal(key_z, (len(blocks),), dtype)      # one draw for every block
     uniforms = jax.random.uniform(key_u, (len(blocks),), dtype)
-    fit = fitted_values(structure, data.W, data.codes, state.beta, state.b)
-    resid = data.t - fit
+    if resid is None:  # the rows' residuals t - fit at the current locations
+        resid = data.t - fitted_values(structure, data.W, data.codes, state.beta, state.b)
     b, cov = list(state.b), list(state.cov)
     var_y = state.sigma_y**2
     for i, (f, j) in enumerate(blocks):
@@ -277,7 +277,7 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
             cov[f] = cov[f].at[start:start + size, start:start + size].set(value)
     cov = tuple(cov)
     state = MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
-    return scale_moves(structure, priors, keys[-3], state, data)
+    return scale_moves(structure, priors, keys[-3], state, data, resid)  # locations unchanged since resid
 
 
 def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedState:
