@@ -98,7 +98,32 @@ class ChainData(NamedTuple):
 
 
 def _chol_solve(chol, rhs):
+    if chol.shape[-1] == 1:  # scalar effects (the common case): a division, not a batched LAPACK-like loop
+        return rhs / chol**2
     return jax.scipy.linalg.cho_solve((chol, True), rhs)
+
+
+def _cholesky(K):
+    if K.shape[-1] == 1:
+        return jnp.sqrt(K)
+    return jnp.linalg.cholesky(K)
+
+
+def _solve_upper_transposed(chol, z):
+    """``L^{-T} z`` for a batch of lower Cholesky factors ``L`` ``(J, d, d)`` and ``z`` ``(J, d)``."""
+    if chol.shape[-1] == 1:
+        return z / chol[:, :, 0]
+    return jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, 1, 2), z[:, :, None], lower=False)[:, :, 0]
+
+
+def _insert_zeros(x, at: int, count: int, axis: int):
+    """``x`` with ``count`` zero slices inserted before index ``at`` along ``axis`` (static shapes)."""
+    if not count:
+        return x
+    shape = list(x.shape)
+    shape[axis] = count
+    head, tail = jnp.split(x, [at], axis=axis)
+    return jnp.concatenate([head, jnp.zeros(shape, x.dtype), tail], axis=axis)
 
 
 def _mean_map(spec: ChainSpec, factor: int, U, context_dim: int, dtype):
@@ -134,7 +159,7 @@ def _collapse(precision, linear, d, prior_precision, M):
     A_cb = precision[:, :-d, -d:]
     D = precision[:, -d:, -d:]
     K = D + prior_precision
-    chol = jnp.linalg.cholesky(K)
+    chol = _cholesky(K)
     A_bc = jnp.swapaxes(A_cb, 1, 2)
     J = precision.shape[0]
     rhs = jnp.concatenate([A_bc, linear[:, -d:, None],
@@ -184,11 +209,10 @@ def chain_precision(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, pr
     context_dims = [P + sum(spec.dims[:i]) for i in range(L)]
     # rows, embedded from (beta, b_1..b_L) into (rho, b_1..b_L)
     total = context_dims[-1] + spec.dims[-1]
-    embed = jnp.concatenate([jnp.arange(spec.p), P + jnp.arange(D - spec.p)]).astype(jnp.int32)
-    J_L = chain.gram.shape[0]
-    precision = jnp.zeros((J_L, total, total), chain.gram.dtype)
-    precision = precision.at[:, embed[:, None], embed[None, :]].add(inv_var_y * chain.gram)
-    linear = jnp.zeros((J_L, total), chain.gram.dtype).at[:, embed].add(inv_var_y * row_linear)
+    assert total == D + P - spec.p
+    precision = _insert_zeros(_insert_zeros(inv_var_y * chain.gram, spec.p, P - spec.p, axis=1),
+                              spec.p, P - spec.p, axis=2)
+    linear = _insert_zeros(inv_var_y * row_linear, spec.p, P - spec.p, axis=1)
     saved = [None] * L
     for i in reversed(range(L)):
         f = spec.factors[i]
@@ -242,6 +266,6 @@ def draw_chain(rng_key, spec: ChainSpec, chain: ChainData, row_linear, inv_var_y
                                       + [effects[j][ancestors[j]] for j in range(i)], axis=1)
         mean = mean_part - (gain @ context[:, :, None])[:, :, 0]
         z = normals[offsets[i + 1]:offsets[i + 1] + sizes[i + 1]].reshape(mean.shape)
-        noise = jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, 1, 2), z[:, :, None], lower=False)[:, :, 0]
+        noise = _solve_upper_transposed(chol, z)
         effects.append(mean + noise)
     return rho, tuple(effects)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from mlgibbs.base import SamplingAlgorithm
+from mlgibbs.conditionals.segment import segment_sum
 from mlgibbs.conditionals.tree import ChainData, draw_chain
 from mlgibbs.conditionals.variance import draw_variances
 from mlgibbs.models.mixed_data import MixedData, MixedStructure
@@ -159,8 +160,8 @@ def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, 
         offsets = _row_effects(structure, data, b, outside)
         cols = jnp.asarray(structure.chain_columns(k), jnp.int32)
         fine = data.codes[:, chain[-1]]
-        row_linear = row_linear - jax.ops.segment_sum(data.W[:, cols] * offsets[:, None], fine,
-                                                      num_segments=chain_data.gram.shape[0])
+        row_linear = row_linear - segment_sum(data.W[:, cols] * offsets[:, None], fine,
+                                              chain_data.gram.shape[0])
     lam, h = _root_prior(structure, data, precisions, b, outside)
     rho, effects = draw_chain(rng_key, structure.chain_spec(k), chain_data, row_linear,
                               1.0 / state.sigma_y**2, precisions, data.U, lam, h)
@@ -171,7 +172,7 @@ def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, 
 
 
 def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
-                data: MixedData, resid=None) -> MixedState:
+                data: MixedData, resid=None, dev_rows=None) -> MixedState:
     r"""Parameter-expanded group moves: rescale each scalar term's deviations and its scale together.
 
     For a scalar block ``j`` of factor ``f`` with deviations ``delta_g`` (the effects less their
@@ -189,52 +190,70 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     proposal, accepted with ``p_sigma(|c'| sigma) / p_sigma(sigma)``. It leaves the posterior invariant
     and removes the slow mixing of a scale near zero (Pastes' batches), where the conditional draws of
     ``sigma | delta`` and ``delta | sigma`` move little.
+
+    The blocks are moved in turn; a move of block ``i`` changes the residuals by ``-(c_i - 1) v_i``, so
+    every ``B`` follows from one pass over the rows: ``V'V`` and ``V' (t - f)`` for the matrix ``V`` of
+    all blocks' ``v``. ``resid`` (``t - f``) and ``dev_rows`` (per factor, the deviations of each row's
+    group, ``(R, d_f)``) are computed when not given.
     """
     from mlgibbs.priors import HalfNormal, Uniform
 
     slices = structure.column_slices()
     dtype = data.t.dtype
-    blocks = [(f, start) for f in range(structure.num_factors)
-              for start, size in structure.cov_blocks[f] if size == 1]
+    F = structure.num_factors
+    blocks = [(f, start) for f in range(F) for start, size in structure.cov_blocks[f] if size == 1]
     if not blocks:
         return state
     key_z, key_u = jax.random.split(rng_key)
     normals = jax.random.normal(key_z, (len(blocks),), dtype)      # one draw for every block
     uniforms = jax.random.uniform(key_u, (len(blocks),), dtype)
+    devs = [deviations(structure, data.U, state.gamma, state.b, f) @ data.coef_maps[f].T for f in range(F)]
     if resid is None:  # the rows' residuals t - fit at the current locations
         resid = data.t - fitted_values(structure, data.W, data.codes, state.beta, state.b)
-    b, cov = list(state.b), list(state.cov)
-    var_y = state.sigma_y**2
-    for i, (f, j) in enumerate(blocks):
+    if dev_rows is None:
+        dev_rows = [devs[f][data.codes[:, f]] for f in range(F)]
+    c_maps = [2.0 * jnp.eye(c.shape[0], dtype=dtype) - c for c in data.coef_maps]  # C = I + e u' = 2I - C^{-1}
+    columns = []
+    for f, j in blocks:
         start, d = slices[f]
-        c_inv = data.coef_maps[f]
-        c_map = 2.0 * jnp.eye(d, dtype=dtype) - c_inv           # C = (I - e u')^{-1} = I + e u'
-        dev = deviations(structure, data.U, state.gamma, tuple(b), f) @ c_inv.T
-        column = data.W[:, start:start + d] @ c_map[:, j]
-        v = column * dev[data.codes[:, f], j]
-        A = jnp.sum(v**2)
-        B = jnp.sum(v * (resid + v))
-        sigma = jnp.sqrt(cov[f][j, j])
+        column = data.W[:, start + j] if d == 1 else data.W[:, start:start + d] @ c_maps[f][:, j]
+        columns.append(column * dev_rows[f][:, j])
+    V = jnp.stack(columns, axis=1)                                  # (R, blocks)
+    # as fused elementwise reductions: a skinny (blocks x R) @ (R x blocks) product is slow on CPU
+    gram = jnp.sum(V[:, :, None] * V[:, None, :], axis=0)
+    cross = jnp.sum(V * resid[:, None], axis=0)
+    var_y = state.sigma_y**2
+    scales = [jnp.ones((d,), dtype) for d in structure.dims]       # c per coordinate of each factor
+    moved = []
+    for i, (f, j) in enumerate(blocks):
+        A = gram[i, i]
+        B = cross[i] + A
+        for k, c_k in enumerate(moved):
+            B = B - (c_k - 1.0) * gram[i, k]
+        sigma = jnp.sqrt(state.cov[f][j, j])
         prior = priors.cov[f][_block_index(structure, f, j)]
         z = normals[i]
         if isinstance(prior, (Uniform, HalfNormal)):
             precision = A / var_y
             if isinstance(prior, HalfNormal):
-                precision = precision + cov[f][j, j] / jnp.asarray(prior.scale, dtype) ** 2
+                precision = precision + state.cov[f][j, j] / jnp.asarray(prior.scale, dtype) ** 2
             c = (B / var_y) / precision + z / jnp.sqrt(precision)
         else:
             proposal = B / A + jnp.sqrt(var_y / A) * z
             log_ratio = prior.log_prob(jnp.abs(proposal) * sigma) - prior.log_prob(sigma)
             accept = jnp.log(uniforms[i]) < log_ratio
             c = jnp.where(accept & (proposal != 0), proposal, 1.0)
-        new_dev = dev.at[:, j].multiply(c)
-        new_b = new_dev @ c_map.T
+        moved.append(c)
+        scales[f] = scales[f].at[j].set(c)
+    b, cov = list(state.b), list(state.cov)
+    for f in sorted({f for f, _ in blocks}):
+        new_b = (devs[f] * scales[f]) @ c_maps[f].T
         k = structure.intercepts[f]
         if structure.q[f] and k >= 0:
             new_b = new_b.at[:, k].add(data.U[f] @ state.gamma[f])
-        resid = resid - (c - 1.0) * v
         b[f] = new_b
-        cov[f] = cov[f].at[j, :].multiply(jnp.abs(c)).at[:, j].multiply(jnp.abs(c))
+        size = jnp.abs(scales[f])
+        cov[f] = cov[f] * size[:, None] * size[None, :]
     return state._replace(b=tuple(b), cov=tuple(cov))
 
 
@@ -250,10 +269,18 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
     for k in range(len(structure.chains)):
         state = update_chain(structure, k, keys[k], state, data, precisions)
     beta, gamma, b = state.beta, state.gamma, state.b
-    resid = data.t - fitted_values(structure, data.W, data.codes, beta, b)
+    devs = [deviations(structure, data.U, gamma, b, f) @ data.coef_maps[f].T for f in range(F)]
+    # one gather per factor: each row's group effects and deviations (the fit and the scale moves)
+    slices = structure.column_slices()
+    fit = data.W[:, :structure.p] @ beta
+    dev_rows = []
+    for f, (start, d) in enumerate(slices):
+        rows = jnp.concatenate([b[f], devs[f]], axis=1)[data.codes[:, f]]
+        fit = fit + jnp.sum(data.W[:, start:start + d] * rows[:, :d], axis=1)
+        dev_rows.append(rows[:, d:])
+    resid = data.t - fit
     rss = data.rss_floor + jnp.sum(resid**2)
     # every scale (sigma_y and each scalar block) in one batched draw per prior family
-    devs = [deviations(structure, data.U, gamma, b, f) @ data.coef_maps[f].T for f in range(F)]
     scalar = [(f, start) for f in range(F) for start, size in structure.cov_blocks[f] if size == 1]
     sums = jnp.stack([rss] + [jnp.sum(devs[f][:, j] ** 2) for f, j in scalar])
     counts = jnp.stack([data.num_obs] + [jnp.asarray(devs[f].shape[0], rss.dtype) for f, _ in scalar])
@@ -277,7 +304,7 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
             cov[f] = cov[f].at[start:start + size, start:start + size].set(value)
     cov = tuple(cov)
     state = MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
-    return scale_moves(structure, priors, keys[-3], state, data, resid)  # locations unchanged since resid
+    return scale_moves(structure, priors, keys[-3], state, data, resid, dev_rows)  # locations unchanged since
 
 
 def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedState:
