@@ -111,6 +111,23 @@ def test_fixed_columns_go_to_the_coarsest_factor_they_are_constant_in():
     assert [[model.factors[f].name for f in c] for c in model.structure.chains] == [["state", "state:fips"]]
 
 
+def test_columns_constant_within_crossed_factors_stay_fixed_effects():
+    pen = mg.datasets.load_penicillin()
+    model = mg.Model.from_formula("diameter ~ 1 + (1 | plate) + (1 | sample)", pen)
+    assert model.predictors == ("Intercept",)
+    assert model.group_predictors == ((), ())
+    # a column constant within one factor only still goes to that factor, beside a crossed one
+    pen = pen.assign(u=pen["sample"].astype(str).map({s: i * 0.3 for i, s in enumerate("ABCDEF")}).astype(float))
+    model = mg.Model.from_formula("diameter ~ 1 + u + (1 | plate) + (1 | sample)", pen)
+    sample = [f.name for f in model.factors].index("sample")
+    assert model.predictors == ("Intercept",)
+    assert model.group_predictors[sample] == ("u",)
+    # the flat intercept counts against each crossed factor's groups under a uniform scale (J - 1 >= 2)
+    two = pen[pen["sample"].astype(str).isin(["A", "B"])]
+    with pytest.raises(ValueError, match="improper"):
+        mg.Model.from_formula("diameter ~ 1 + (1 | plate) + (1 | sample)", two)
+
+
 def test_output_names_dims_and_coords(sleep_fit):
     model, idata = sleep_fit
     post = idata.posterior

@@ -15,9 +15,15 @@ gives two scales.
 
 Where the fixed effects go (the rule, applied to the fixed part of a formula): a column that is
 constant within the groups of a factor with a varying intercept becomes a group-level predictor of
-the *coarsest* such factor (fewest groups); the intercept therefore belongs to the coarsest factor with
-a varying intercept, a county-level predictor (log uranium) to the county factor, a state-level one to
-the state factor. Every other column stays a fixed effect in ``X``.
+the *coarsest* such factor (fewest groups), provided every factor it is constant within belongs to one
+chain of nested factors; the intercept of a nested model therefore belongs to its coarsest factor
+(state in ``(1 | state/county)``), a county-level predictor (log uranium) to the county factor, a
+state-level one to the state factor. A column constant within the groups of *crossed* factors (the
+intercept of ``(1 | plate) + (1 | sample)``) stays a fixed effect: drawn jointly with each factor's
+effects in turn, it lets the sampler move the overall level between crossed factors, where as a
+group-level predictor of one of them it would be pinned by that factor's effects (slow mixing).
+Every other column stays a fixed effect in ``X``. Either way the model is the same (lme4's); only the
+parametrisation the sampler uses, and the names in the output, differ.
 
 Names in the output (ArviZ): ``beta`` (dim ``predictor``), and per factor ``f`` (its name, e.g.
 ``Subject`` or ``state:county``): ``alpha_<f>`` (dims ``<f>``, ``<f>_coef``), ``gamma_<f>`` (dim
@@ -488,20 +494,24 @@ class MixedModel:
         codes = np.column_stack([f.codes for f in factors]).astype(np.int64)
         intercept_coord = [f.coef_names.index("Intercept") if "Intercept" in f.coef_names else -1
                            for f in factors]
-        # fixed columns constant within the groups of a factor with a varying intercept -> U of the coarsest
+        # fixed columns constant within the groups of a factor with a varying intercept -> U of the coarsest,
+        # unless they are constant within factors of two chains (crossed): then they stay fixed effects
         by_size = sorted([f for f in range(F) if intercept_coord[f] >= 0], key=lambda f: (sizes[f], f))
-        owner = []
+        chain_of = {f: k for k, chain in enumerate(_chains(codes, sizes)) for f in chain}
+        counts = [np.bincount(codes[:, f], minlength=sizes[f]) for f in range(F)]
+        owner, constant_in = [], [[] for _ in range(F)]
         for j in range(design.shape[1]):
             col = design[:, j]
-            home = -1
+            homes = []
             for f in by_size:
-                spread = _segment_sum(np.c_[col, col**2], codes[:, f], sizes[f])
-                counts = np.bincount(codes[:, f], minlength=sizes[f])
-                mean = spread[:, 0] / counts
+                mean = _segment_sum(col[:, None], codes[:, f], sizes[f])[:, 0] / counts[f]
                 if np.all(np.abs(col - mean[codes[:, f]]) <= 1e-12 * (1 + np.abs(col))):
-                    home = f
-                    break
-            owner.append(home)
+                    homes.append(f)
+            one_chain = len({chain_of[f] for f in homes}) == 1
+            owner.append(homes[0] if homes and one_chain else -1)
+            if owner[-1] < 0:
+                for f in homes:
+                    constant_in[f].append(names[j])
         x_cols = [j for j in range(design.shape[1]) if owner[j] < 0]
         X = design[:, x_cols]
         x_names = [names[j] for j in x_cols]
@@ -563,8 +573,8 @@ class MixedModel:
             chains=_chains(codes, sizes))
 
         # ---------------------------------------------------------------- priors
-        resolved, kernel_priors = _resolve_priors(priors, factors, x_names, u_names, tr, spread, sizes,
-                                                  intercept_coord, U, n, response)
+        resolved, kernel_priors = _resolve_priors(priors, factors, x_names, u_names, constant_in, tr, spread,
+                                                  sizes, intercept_coord, U, n, response)
         loc_prior = _location_prior(resolved["beta"], x_names, u_names, tr, cls, factors)
 
         # ---------------------------------------------------------------- rows and chains
@@ -663,7 +673,8 @@ def _compress(W: np.ndarray, y: np.ndarray, codes: np.ndarray):
                               big_cell.astype(np.int32), to_rows, pinv)
 
 
-def _resolve_priors(priors, factors, x_names, u_names, tr, spread, sizes, intercept_coord, U, n, response):
+def _resolve_priors(priors, factors, x_names, u_names, constant_in, tr, spread, sizes, intercept_coord, U, n,
+                    response):
     """User priors (dict) -> (resolved in user units, :class:`MixedPriors` in kernel units), checked."""
     from mlgibbs.models.checks import num_flat
 
@@ -725,11 +736,12 @@ def _resolve_priors(priors, factors, x_names, u_names, tr, spread, sizes, interc
                                     f"prior, InverseWishart(df, scale) or HuangWand(df, scale); got {prior!r}")
                 check_covariance_prior(prior, size, block_name)
                 kernel = rescale_covariance_prior(prior, tr.k / zs[start:start + size])
-            # propriety under a uniform scale: J - (flat gamma on that coordinate) >= 2
+            # propriety under a uniform scale: J - (flat coefficients of columns constant within the factor's
+            # groups: its gamma, and fixed effects shared with crossed factors, such as the intercept) >= 2
             if isinstance(prior, Uniform):
                 flat_q = 0
                 if start == intercept_coord[f]:
-                    flat_q = sum(1 for nm in u_names[f]
+                    flat_q = sum(1 for nm in list(u_names[f]) + list(constant_in[f])
                                  if num_flat(beta.get(nm, Flat()), 1))
                 if sizes[f] - flat_q < 2:
                     raise ValueError(
