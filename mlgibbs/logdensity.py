@@ -1,4 +1,4 @@
-"""Log densities of the varying-intercept model: the joint (for ``lp``) and the pointwise likelihood."""
+"""Log densities: the joint (``lp``) of the seed and of the multilevel model; the pointwise likelihood."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mlgibbs.conditionals import group_sum_of_squares, residual_sum_of_squares
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
 
-__all__ = ["log_joint", "pointwise_log_likelihood", "predict_mean"]
+__all__ = ["log_joint", "mixed_log_joint", "pointwise_log_likelihood", "predict_mean"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -63,3 +63,114 @@ def pointwise_log_likelihood(state: GibbsState, y: jax.Array, X: jax.Array, grou
     """
     z = (y - predict_mean(state, X, group)) / state.sigma_y
     return -0.5 * z**2 - jnp.log(y_scale * state.sigma_y) - 0.5 * _LOG_2PI
+
+
+def mixed_log_joint(state, data, structure, priors, z_scale) -> jax.Array:
+    r"""Log joint density of a :class:`~mlgibbs.models.mixed.MixedModel`, in the user's parametrisation.
+
+    .. math::
+
+        \log p(y \mid \beta, b, \sigma_y) + \sum_f \log p(b_f \mid \gamma_f, \Sigma_f)
+        + \log p(\beta, \gamma) + \log p(\sigma_y) + \sum_f \sum_{\text{blocks}} \log p(\Sigma_{f,\text{block}})
+
+    A pure JAX function (``jit``, ``vmap``). ``state`` (:class:`~mlgibbs.samplers.mixed.MixedState`)
+    and ``data`` (:class:`~mlgibbs.models.mixed_data.MixedData`) are in the kernel's coordinates,
+    ``priors`` are the user's (a :class:`~mlgibbs.samplers.mixed.MixedPriors` of the priors as the
+    model resolved them in the user's units: ``model.priors["sigma_y"]`` and, per factor,
+    ``model.priors[name]``) and ``z_scale`` are the scales of the varying-coefficient columns
+    (``model.transform.z_scale``, one ``(d_f,)`` array per factor).
+
+    The value is the log density of the *user's* parameters at the point ``model.to_user(state)``,
+    with respect to Lebesgue measure on ``beta``, every ``gamma_f``, every ``alpha_f`` (the user's
+    effects ``b_f``), ``sigma_y``, the standard deviation of every one-column block of ``Sigma_f``,
+    and the ``d (d + 1) / 2`` free entries of every correlated block of ``Sigma_f``; no Jacobian of
+    the map to the kernel's coordinates enters (the same convention as :func:`log_joint`). It is
+    computed without leaving the kernel's coordinates:
+
+    * the residual sum of squares and the quadratic forms of the effects are invariant: the kernel's
+      rows are ``(y - c)/k`` against centred and scaled columns, so ``rss = rss_user / k^2``
+      (``k = data.y_scale``) and ``sigma_y = sigma_y,user / k``; the kernel's deviations
+      ``C_f^{-1} (b_f - e U_f gamma_f) = D_f delta_user / k`` (``D_f = diag(z_scale_f)``) have the
+      covariance ``Sigma_f = D_f Sigma_user D_f / k^2`` the state holds, so ``delta' Sigma^{-1} delta``
+      is the user's;
+    * the normalising terms use the user's scales: ``n log(k sigma_y)`` and, block by block
+      (``Sigma_f`` is block-diagonal), ``J_f / 2 log |Sigma_user| = J_f / 2 (log |Sigma_f| +
+      2 size log k - 2 sum log z_scale_f)``;
+    * the priors are evaluated at the user's values: ``priors.sigma_y`` at ``k sigma_y``, a scalar
+      block's prior at its standard deviation ``k sqrt(Sigma_f,jj) / z_scale_f,j`` (as
+      :func:`log_joint` does for ``sigma_alpha``), a correlated block's prior
+      (:class:`~mlgibbs.priors.InverseWishart`, :class:`~mlgibbs.priors.HuangWand`: both normalised,
+      the latter with its auxiliary variables integrated out) at the user's covariance block, through
+      its inverse ``D_f Sigma_f^{-1} D_f / k^2`` and log-determinant
+      (``log_prob_from_precision``); ``data.location_prior`` holds the user's independent Normal /
+      Flat priors on ``(beta, gamma)`` as a Gaussian in the kernel's coordinates whose quadratic form
+      and normaliser are the user's.
+
+    The small factorizations are written elementwise (no LAPACK call for blocks up to 8 x 8).
+
+    Improper priors (:class:`~mlgibbs.priors.Flat`, :class:`~mlgibbs.priors.Uniform`) contribute 0, so
+    the value is then defined up to that constant (differences between states are exact).
+    """
+    from mlgibbs.samplers.mixed import deviations, fitted_values
+
+    k = data.y_scale
+    n = data.num_obs
+    dtype = data.t.dtype
+    resid = data.t - fitted_values(structure, data.W, data.codes, state.beta, state.b)
+    rss = data.rss_floor + jnp.sum(resid**2)
+    lp = -0.5 * n * _LOG_2PI - n * jnp.log(k * state.sigma_y) - 0.5 * rss / state.sigma_y**2
+    lp = lp + priors.sigma_y.log_prob(k * state.sigma_y)
+    lp = lp + data.location_prior.log_prob(jnp.concatenate([state.beta, *state.gamma]))
+    for f in range(structure.num_factors):
+        dev = deviations(structure, data.U, state.gamma, state.b, f) @ data.coef_maps[f].T   # (J, d)
+        J = dev.shape[0]
+        zs = jnp.asarray(z_scale[f], dtype)
+        for (start, size), prior in zip(structure.cov_blocks[f], priors.cov[f]):
+            block = slice(start, start + size)
+            inv_chol = _lower_inverse(_cholesky(state.cov[f][block, block]))                    # L^{-1}
+            white = jnp.sum(dev[:, None, block] * inv_chol[None, :, :], axis=-1)                # L^{-1} delta_g
+            # log |Sigma_user| of the block: Sigma_user = k^2 D^{-1} Sigma D^{-1}
+            log_det = (-2.0 * jnp.sum(jnp.log(jnp.diagonal(inv_chol))) + 2.0 * size * jnp.log(k)
+                       - 2.0 * jnp.sum(jnp.log(zs[block])))
+            lp = lp - 0.5 * J * size * _LOG_2PI - 0.5 * J * log_det - 0.5 * jnp.sum(white**2)
+            if size == 1:
+                lp = lp + prior.log_prob(k / (inv_chol[0, 0] * zs[start]))
+            else:   # the user's precision D Sigma^{-1} D / k^2, with Sigma^{-1} = L^{-T} L^{-1}
+                precision = jnp.sum(inv_chol[:, :, None] * inv_chol[:, None, :], axis=0)
+                precision = precision * (zs[block, None] * zs[None, block]) / k**2
+                lp = lp + prior.log_prob_from_precision(precision, log_det)
+    return lp
+
+
+# Small (d x d) factorizations written elementwise: XLA:CPU runs LAPACK on tiny matrices as a loop of
+# library calls, slowly, and its batched triangular solve (under vmap over draws) has deadlocked the
+# CPU thread pool when two ran at once on two cores; up to _SMALL the operations are fused instead.
+_SMALL = 8
+
+
+def _cholesky(A: jax.Array) -> jax.Array:
+    """The lower Cholesky factor of one ``(d, d)`` matrix (elementwise for ``d <= _SMALL``)."""
+    d = A.shape[-1]
+    if d > _SMALL:
+        return jnp.linalg.cholesky(A)
+    L = [[None] * d for _ in range(d)]
+    for j in range(d):
+        L[j][j] = jnp.sqrt(A[j, j] - sum(L[j][m] ** 2 for m in range(j)))
+        for i in range(j + 1, d):
+            L[i][j] = (A[i, j] - sum(L[i][m] * L[j][m] for m in range(j))) / L[j][j]
+    zero = jnp.zeros((), A.dtype)
+    return jnp.stack([jnp.stack([L[i][j] if j <= i else zero for j in range(d)]) for i in range(d)])
+
+
+def _lower_inverse(L: jax.Array) -> jax.Array:
+    """``L^{-1}`` of one lower-triangular ``(d, d)`` matrix (elementwise for ``d <= _SMALL``)."""
+    d = L.shape[-1]
+    if d > _SMALL:
+        return jax.scipy.linalg.solve_triangular(L, jnp.eye(d, dtype=L.dtype), lower=True)
+    M = [[None] * d for _ in range(d)]
+    for i in range(d):
+        M[i][i] = 1.0 / L[i, i]
+        for j in range(i):
+            M[i][j] = -sum(L[i, m] * M[m][j] for m in range(j, i)) / L[i, i]
+    zero = jnp.zeros((), L.dtype)
+    return jnp.stack([jnp.stack([M[i][j] if j <= i else zero for j in range(d)]) for i in range(d)])

@@ -363,6 +363,22 @@ class InverseWishart(NamedTuple):
             - 0.5 * trace
         )
 
+    def log_prob_from_precision(self, precision, log_det):
+        r""":meth:`log_prob` from :math:`\Sigma^{-1}` (``(..., d, d)``) and :math:`\log|\Sigma|` (``(...)``).
+
+        No factorisation (elementwise operations only): for callers that already have both, such as
+        :func:`mlgibbs.logdensity.mixed_log_joint`. :math:`\log|\Psi|` is computed once, in NumPy.
+        """
+        precision = jnp.asarray(precision)
+        dtype = jnp.result_type(precision, float)
+        d = precision.shape[-1]
+        nu = self.df
+        psi = self.scale_matrix(d)
+        _, log_det_psi = np.linalg.slogdet(psi)
+        trace = jnp.sum(jnp.asarray(psi, dtype) * precision, axis=(-2, -1))   # tr(Psi Sigma^{-1}), Psi symmetric
+        constant = 0.5 * nu * float(log_det_psi) - 0.5 * nu * d * math.log(2.0) - _log_multigamma(0.5 * nu, d)
+        return constant - 0.5 * (nu + d + 1) * log_det - 0.5 * trace
+
 
 class HuangWand(NamedTuple):
     r"""Huang & Wand (2013) prior on a ``d x d`` covariance matrix: half-t standard deviations.
@@ -451,8 +467,33 @@ class HuangWand(NamedTuple):
             - 0.5 * (nu + 2 * d) * log_det
         )
 
+    def log_prob_from_precision(self, precision, log_det):
+        r""":meth:`log_prob` from :math:`\Sigma^{-1}` (``(..., d, d)``) and :math:`\log|\Sigma|` (``(...)``).
+
+        No factorisation (elementwise operations only): for callers that already have both, such as
+        :func:`mlgibbs.logdensity.mixed_log_joint`.
+        """
+        precision = jnp.asarray(precision)
+        dtype = jnp.result_type(precision, float)
+        d = precision.shape[-1]
+        nu = self.df
+        m = nu + d - 1
+        inv_sq = 1.0 / self.scales(d) ** 2
+        precision_diag = jnp.diagonal(precision, axis1=-2, axis2=-1)
+        constant = (float(np.sum(0.5 * m * math.log(2.0 * nu) + 0.5 * np.log(inv_sq) - 0.5 * math.log(math.pi)
+                                 + math.lgamma(0.5 * (nu + d))))
+                    - 0.5 * m * d * math.log(2.0) - _log_multigamma(0.5 * m, d))
+        return (constant
+                - 0.5 * (nu + d) * jnp.sum(jnp.log(nu * precision_diag + jnp.asarray(inv_sq, dtype)), axis=-1)
+                - 0.5 * (nu + 2 * d) * log_det)
+
 
 CovariancePrior = Union[InverseWishart, HuangWand]
+
+
+def _log_multigamma(a: float, d: int) -> float:
+    """``log Gamma_d(a)`` in float64 on the host (a constant of the densities above)."""
+    return 0.25 * d * (d - 1) * math.log(math.pi) + sum(math.lgamma(a - 0.5 * j) for j in range(d))
 
 
 def _check_wishart_scale(scale, what: str, d: int | None = None) -> None:

@@ -369,6 +369,8 @@ def sample(
         standard deviation are kept (running moments in the scan), in the group
         ``posterior_moments`` as ``<name>_mean`` and ``<name>_sd``: with ``J = 1e5`` groups and
         ``1e4`` draws, ``var_names=["beta", "gamma", "sigma_y", "sigma_alpha"]`` keeps memory small.
+        For a multilevel model with several terms the names are those of its output: ``beta``,
+        ``sigma_y``, ``alpha_<f>``, ``gamma_<f>``, ``sigma_<f>``, ``corr_<f>`` per factor ``f``.
     log_likelihood
         Add the pointwise ``log_likelihood`` group (``chain x draw x n`` values) for ``az.loo``.
         Default ``None``: added when every variable is stored and it holds at most
@@ -414,12 +416,10 @@ def sample(
     if isinstance(model, MixedModel):
         from mlgibbs.run_mixed import sample_mixed
 
-        if var_names is not None:
-            raise ValueError("var_names is not available for multilevel models with several terms yet")
         return sample_mixed(rng_key, model, num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws,
                             thin=thin, initial_state=initial_state, log_likelihood=log_likelihood,
                             posterior_predictive=posterior_predictive, check_convergence=check_convergence,
-                            sampler=sampler)
+                            sampler=sampler, var_names=var_names)
     if sampler is None:
         sampler = default_sampler(model)
     kernel = gibbs(model, sampler)

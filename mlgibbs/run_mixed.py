@@ -2,37 +2,189 @@
 
 Called by :func:`mlgibbs.sample` for a model with varying slopes or several grouping factors. The
 draws come out in the user's coordinates (float64) with ArviZ names (see :mod:`mlgibbs.models.mixed`):
-``beta``, ``sigma_y``, and per factor ``f`` ``alpha_<f>``, ``gamma_<f>``, ``sigma_<f>``, ``corr_<f>``.
+``beta``, ``sigma_y``, and per factor ``f`` ``alpha_<f>``, ``gamma_<f>``, ``sigma_<f>``, ``corr_<f>``;
+``sample_stats.lp`` is the log joint density of the user's parametrisation
+(:func:`mlgibbs.logdensity.mixed_log_joint`, also :func:`posterior_log_joint` for draws from elsewhere).
+``var_names`` stores only some variables per draw, and running moments of the others.
 """
 
 from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from mlgibbs.models.data import to_device
-from mlgibbs.samplers.mixed import MixedState, fitted_values, mixed_kernel
+from mlgibbs.models.mixed_data import MixedStructure
+from mlgibbs.samplers.mixed import MixedPriors, MixedState, _hashable, fitted_values, mixed_kernel
 
-__all__ = ["sample_mixed", "posterior_variables", "mixed_log_likelihood", "to_inference_data_mixed"]
+__all__ = ["sample_mixed", "posterior_variables", "mixed_log_likelihood", "to_inference_data_mixed",
+           "user_scale_priors", "posterior_log_joint", "variable_names"]
+
+
+class _FactorNames(NamedTuple):
+    """What naming the output needs of a factor (static)."""
+
+    name: str
+    blocks: tuple[tuple[int, int], ...]
+
+
+class _Layout(NamedTuple):
+    """The static part of a model that names and maps its output: its structure, factor names and
+    blocks, and where the intercept went (:attr:`MixedTransform.intercept`). Hashable (it keys the
+    compiled programs), and a stand-in for the model in :func:`posterior_variables`."""
+
+    structure: MixedStructure
+    factors: tuple[_FactorNames, ...]
+    intercept: tuple | None
+
+
+class _UserMap(NamedTuple):
+    """A stand-in for the model in :meth:`MixedModel.to_user` with a traced transform (inside ``jit``)."""
+
+    transform: Any
+    factors: tuple[_FactorNames, ...]
+
+
+class _Keyed:
+    """A value (the user's scale priors) hashed by :func:`mlgibbs.samplers.mixed._hashable`, to key a cache."""
+
+    def __init__(self, value):
+        self.value = value
+        try:
+            self.key = _hashable(value)
+        except TypeError:  # unhashable parameters (a list): a key of its own (kept alive by the cache)
+            self.key = ("id", id(value))
+
+    def __hash__(self):
+        return hash(self.key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Keyed) and self.key == other.key
+
+
+def _layout(model) -> _Layout:
+    return _Layout(model.structure, tuple(_FactorNames(f.name, tuple(f.blocks)) for f in model.factors),
+                   model.transform.intercept)
+
+
+def user_scale_priors(model) -> MixedPriors:
+    """The user's priors on ``sigma_y`` and on every covariance block (``model.priors``), as the
+    ``priors`` of :func:`mlgibbs.logdensity.mixed_log_joint`."""
+    return MixedPriors(sigma_y=model.priors["sigma_y"],
+                       cov=tuple(tuple(model.priors[f.name]) for f in model.factors))
+
+
+def _aux(model):
+    """The model's arrays a program takes as inputs: the kernel's observation rows (log likelihood,
+    replicates) and the map to the user's coordinates without the response's centre ``c``
+    (``intercept`` left out: it is static), for ``lp`` and running moments."""
+    def build():
+        W, y, codes = model.kernel_rows
+        rows = (to_device(W, model.dtype), to_device(y, model.dtype), jax.device_put(np.asarray(codes, np.int32)))
+        tr = model.transform._replace(c=0.0, intercept=None)
+        tr = jax.tree.map(lambda a: to_device(np.asarray(a, np.float64), model.dtype), tr)
+        return rows, tr
+    return model.cached("aux", build)
+
+
+def _recorder(recorded):
+    """``record(state)`` keeping the fields of ``recorded`` (a :class:`MixedState` of booleans)."""
+    def record(state):
+        def pick(keep, value):
+            return value if keep else None
+        return MixedState(beta=pick(recorded.beta, state.beta),
+                          gamma=tuple(map(pick, recorded.gamma, state.gamma)),
+                          b=tuple(map(pick, recorded.b, state.b)),
+                          sigma_y=pick(recorded.sigma_y, state.sigma_y),
+                          cov=tuple(map(pick, recorded.cov, state.cov)))
+    return record
+
+
+#: Largest number of row-design values (rows x columns x draws) one step of ``lp`` holds at a time.
+_LP_BATCH_VALUES = 1 << 22
+
+
+def _batched_lp(structure, priors, data, z_scale, draws):
+    """:func:`mlgibbs.logdensity.mixed_log_joint` of draws ``(chain, draw, ...)``: chains in turn, draws
+    in batches, so that memory stays bounded whatever ``n`` (each draw's residuals are ``R`` values)."""
+    from mlgibbs.logdensity import mixed_log_joint
+
+    size = int(np.prod(data.W.shape)) or 1
+    num_draws = jax.tree.leaves(draws)[0].shape[1]
+    batch = max(1, min(num_draws, _LP_BATCH_VALUES // size))
+
+    def one(state):
+        return mixed_log_joint(state, data, structure, priors, z_scale)
+    return jax.lax.map(lambda chain: jax.lax.map(one, chain, batch_size=batch), draws)
+
+
+def posterior_log_joint(model, posterior) -> np.ndarray:
+    """``lp`` of every draw of a posterior in the user's coordinates, ``(chain, draw)`` float64.
+
+    The quantity :func:`mlgibbs.sample` reports as ``sample_stats.lp`` for a multilevel model
+    (:func:`mlgibbs.logdensity.mixed_log_joint`), for draws from elsewhere: ``posterior`` is the
+    ``posterior`` group of a run that stored every variable, or a dict of arrays with the same names
+    and layout, such as :func:`mlgibbs.numpyro.mixed_nuts_draws` of a NUTS run (the comparison of the
+    two samplers' ``lp`` needs no Jacobian: both are the density of the same parametrisation).
+    """
+    variables = posterior_variables(model, model.to_user(_unit_state(model)))
+    missing = [name for name in variables if name not in posterior]
+    if missing:
+        raise ValueError(f"lp needs every variable of the model; the posterior lacks {missing} (sampled with "
+                         "var_names?)")
+    kernel = to_device(model.to_kernel(_user_values(model, posterior)), model.dtype)
+
+    def build():
+        priors = user_scale_priors(model)
+        structure = model.structure
+        return jax.jit(lambda draws, data, z_scale: _batched_lp(structure, priors, data, z_scale, draws))
+    lp = model.cached("lp", build)
+    return np.asarray(lp(kernel, model.data, _aux(model)[1].z_scale), np.float64)
 
 
 @functools.lru_cache(maxsize=64)
-def _program(kernel, structure, num_chains, num_draws, init, log_likelihood, posterior_predictive):
+def _program(kernel, layout, num_chains, num_draws, init, log_likelihood, posterior_predictive,
+             recorded=None, moment_names=(), lp_priors=None):
+    """The compiled program of :func:`sample_mixed`: init, warm-up, draws, ``lp``, log likelihood.
+
+    ``program(rng_key, data, initial_state, aux, num_warmup, thin) -> dict``; ``recorded`` (a
+    :class:`MixedState` of booleans, or ``None`` for all) picks the state's fields stored per draw,
+    ``moment_names`` the output variables whose running mean and variance are kept instead, and
+    ``lp_priors`` (:class:`_Keyed` user scale priors, or ``None``) adds ``lp``.
+    """
+    from mlgibbs.models.mixed import MixedModel
     from mlgibbs.run import run_chain
 
-    def program(rng_key, data, initial_state, rows, num_warmup, thin):
+    structure = layout.structure
+    record = None if recorded is None else _recorder(recorded)
+
+    def program(rng_key, data, initial_state, aux, num_warmup, thin):
+        rows, transform = aux
         key_init, key_run, key_ppc = jax.random.split(rng_key, 3)
         if init:
             initial_state = jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), data)
+        moments = None
+        if moment_names:
+            tr = transform._replace(intercept=layout.intercept)
+
+            def moments(state):  # the user's values less the constant the response's centre c adds
+                user = MixedModel.to_user(_UserMap(tr, layout.factors), state, xp=jnp)
+                values = posterior_variables(layout, user, xp=jnp)
+                return {name: values[name][1] for name in moment_names}
         one_chain = functools.partial(run_chain, kernel.step, data=data, num_draws=num_draws,
-                                      num_warmup=num_warmup, thin=thin)
-        draws, last = jax.vmap(one_chain)(jax.random.split(key_run, num_chains), initial_state)
+                                      num_warmup=num_warmup, thin=thin, record=record, moments=moments)
+        out = jax.vmap(one_chain)(jax.random.split(key_run, num_chains), initial_state)
+        draws = out[0]
         result = {"draws": draws}
+        if moment_names:
+            result["moments"] = out[2]
+        if lp_priors is not None:
+            result["lp"] = _batched_lp(structure, lp_priors.value, data, transform.z_scale, draws)
         W, y, codes = rows
         if log_likelihood or posterior_predictive:
             def mean(state):
@@ -55,8 +207,12 @@ def _program(kernel, structure, num_chains, num_draws, init, log_likelihood, pos
     return jax.jit(program)
 
 
-def posterior_variables(model, user: dict[str, np.ndarray]) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-    """ArviZ variables (dims after chain and draw, values) from :meth:`MixedModel.to_user` output."""
+def posterior_variables(model, user: dict[str, np.ndarray], xp=np) -> dict[str, tuple[tuple[str, ...], Any]]:
+    """ArviZ variables (dims after chain and draw, values) from :meth:`MixedModel.to_user` output.
+
+    ``model`` is read for its ``structure`` and its factors' ``name`` and ``blocks`` only; ``xp=jnp``
+    inside ``jit``.
+    """
     out = {}
     if model.structure.p:
         out["beta"] = (("predictor",), user["beta"])
@@ -67,7 +223,7 @@ def posterior_variables(model, user: dict[str, np.ndarray]) -> dict[str, tuple[t
         if model.structure.q[f]:
             out[f"gamma_{name}"] = ((f"{name}_predictor",), user[f"gamma_{name}"])
         cov = user[f"cov_{name}"]
-        sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        sd = xp.sqrt(xp.diagonal(cov, axis1=-2, axis2=-1))
         out[f"sigma_{name}"] = ((coef,), sd)
         if any(size > 1 for _, size in factor.blocks):
             corr = cov / (sd[..., :, None] * sd[..., None, :])
@@ -88,34 +244,50 @@ def _coords(model) -> dict[str, Any]:
     return coords
 
 
-def to_inference_data_mixed(model, variables, *, log_likelihood=None, posterior_predictive=None, attrs=None):
-    """InferenceData (ArviZ 0.x) or DataTree (1.x) of a multilevel model's draws."""
+def to_inference_data_mixed(model, variables, *, log_likelihood=None, posterior_predictive=None, attrs=None,
+                            sample_stats=None, moments=None):
+    """InferenceData (ArviZ 0.x) or DataTree (1.x) of a multilevel model's draws.
+
+    ``variables``: name -> (dims after chain and draw, values ``(chain, draw, ...)``), as
+    :func:`posterior_variables`; ``sample_stats``: name -> ``(chain, draw)`` values (``lp``);
+    ``moments``: name -> (dims, per-chain mean, per-chain sd) of variables not stored per draw, in the
+    group ``posterior_moments`` as ``<name>_mean`` and ``<name>_sd`` (as for :class:`~mlgibbs.Model`).
+    """
     import xarray as xr
 
     import mlgibbs
     from mlgibbs.arviz import _attribute, make_inference_data, observation_groups, observed_data
 
-    first = next(iter(variables.values()))[1]
-    num_chains, num_draws = first.shape[:2]
+    num_chains, num_draws = next(iter(variables.values()))[1].shape[:2]
     base = {"chain": np.arange(num_chains), "draw": np.arange(num_draws)}
     all_attrs = {"inference_library": "mlgibbs", "inference_library_version": mlgibbs.__version__}
     all_attrs.update({k: _attribute(v) for k, v in (attrs or {}).items()})
     coords = _coords(model)
+
+    def used(group):
+        names = {d for dims, _ in group.values() for d in dims}
+        return {k: v for k, v in coords.items() if k in names}
+
     posterior = {name: (("chain", "draw", *dims), np.asarray(value)) for name, (dims, value) in variables.items()}
-    used = {d for dims, _ in posterior.values() for d in dims}
-    datasets = {"posterior": xr.Dataset(posterior, coords={**base, **{k: v for k, v in coords.items() if k in used}},
-                                        attrs=all_attrs)}
+    datasets = {"posterior": xr.Dataset(posterior, coords={**base, **used(posterior)}, attrs=all_attrs)}
+    if sample_stats:
+        datasets["sample_stats"] = xr.Dataset({k: (("chain", "draw"), np.asarray(v)) for k, v in sample_stats.items()},
+                                              coords=base, attrs=all_attrs)
     datasets.update(observation_groups(model, base, attrs=all_attrs, log_likelihood=log_likelihood,
                                        posterior_predictive=posterior_predictive))
+    if moments:
+        moment_vars = {}
+        for name, (dims, mean, sd) in moments.items():
+            moment_vars[f"{name}_mean"] = (("chain", *dims), np.asarray(mean))
+            moment_vars[f"{name}_sd"] = (("chain", *dims), np.asarray(sd))
+        datasets["posterior_moments"] = xr.Dataset(moment_vars, coords={"chain": base["chain"], **used(moment_vars)},
+                                                   attrs=all_attrs)
     datasets["observed_data"] = observed_data(model, all_attrs)
     return make_inference_data(datasets)
 
 
 def _rows(model):
-    def build():
-        W, y, codes = model.kernel_rows
-        return (to_device(W, model.dtype), to_device(y, model.dtype), jax.device_put(np.asarray(codes, np.int32)))
-    return model.cached("rows", build)
+    return _aux(model)[0]
 
 
 def _unit_state(model) -> MixedState:
@@ -132,7 +304,9 @@ def _user_values(model, post, draw=None) -> dict:
         if name not in post:
             return default
         var = post[name]
-        return np.asarray((var if draw is None else var.isel(draw=draw)).values, np.float64)
+        if draw is not None:
+            var = var.isel(draw=draw) if hasattr(var, "isel") else np.asarray(var)[:, draw]
+        return np.asarray(getattr(var, "values", var), np.float64)
 
     sigma_y = get("sigma_y")
     lead = sigma_y.shape
@@ -176,6 +350,10 @@ def mixed_log_likelihood(idata, model):
 
 def _check_layout(model, post):
     variables = posterior_variables(model, model.to_user(_unit_state(model)))
+    missing = [name for name in variables if name not in post]
+    if missing and all(str(v) in variables for v in post.data_vars):
+        raise ValueError(f"the posterior lacks {missing} (sampled with var_names, or from another model?); this "
+                         "needs a run of this model that stores every variable")
     problems = []
     for name, (dims, value) in variables.items():
         if name not in post:
@@ -203,38 +381,127 @@ def _initial_state(model, initial_state, num_chains):
     try:
         _check_layout(model, initial_state.posterior)
     except ValueError as err:
-        raise ValueError("initial_state holds draws of another model: "
-                         + str(err).removeprefix("the draws belong to another model: ")) from None
+        message = str(err)
+        if message.startswith("the draws belong to another model: "):
+            message = "initial_state holds draws of another model: " + message.removeprefix(
+                "the draws belong to another model: ")
+        else:
+            message = "cannot continue from these draws: " + message
+        raise ValueError(message) from None
     user = _user_values(model, initial_state.posterior, draw=-1)
     if user["sigma_y"].shape[0] != num_chains:
         raise ValueError(f"initial_state holds {user['sigma_y'].shape[0]} chains but num_chains={num_chains}")
     return to_device(model.to_kernel(user), model.dtype)
 
 
+def variable_names(model) -> list[str]:
+    """The posterior variables of a multilevel model, in the output's order (what ``var_names`` picks from)."""
+    return list(posterior_variables(model, model.to_user(_unit_state(model))))
+
+
+def _needed_fields(model, kept) -> MixedState:
+    """Which fields of the kernel's state the user's values of the variables ``kept`` are made of (a
+    :class:`MixedState` of booleans): ``beta`` also for the effects and group-level coefficients of the
+    factor that holds the intercept (the centring of ``X`` moves into them)."""
+    tr = model.transform
+    home = tr.intercept[1] if tr.intercept is not None and tr.intercept[0] == "factor" else -1
+    names = [f.name for f in model.factors]
+    beta = "beta" in kept or (home >= 0 and (f"alpha_{names[home]}" in kept or f"gamma_{names[home]}" in kept))
+    return MixedState(beta=bool(beta and model.structure.p),
+                      gamma=tuple(f"gamma_{n}" in kept for n in names),
+                      b=tuple(f"alpha_{n}" in kept for n in names),
+                      sigma_y="sigma_y" in kept,
+                      cov=tuple(f"sigma_{n}" in kept or f"corr_{n}" in kept for n in names))
+
+
+def _fill(model, draws: MixedState, shape) -> MixedState:
+    """A state with the fields that were not recorded set to small stand-ins (``to_user`` needs every
+    field; the values made from them are discarded): zeros of one group per factor, unit scales."""
+    s = model.structure
+
+    def fill(value, stand_in):
+        return stand_in if value is None else value
+    return MixedState(
+        beta=fill(draws.beta, np.zeros((*shape, s.p))),
+        gamma=tuple(fill(g, np.zeros((*shape, q))) for g, q in zip(draws.gamma, s.q)),
+        b=tuple(fill(b, np.zeros((*shape, 1, d))) for b, d in zip(draws.b, s.dims)),
+        sigma_y=fill(draws.sigma_y, np.ones(shape)),
+        cov=tuple(fill(c, np.broadcast_to(np.eye(d), (*shape, d, d))) for c, d in zip(draws.cov, s.dims)))
+
+
 def sample_mixed(rng_key, model, *, num_chains, num_warmup, num_draws, thin, initial_state=None,
-                 log_likelihood=None, posterior_predictive=False, check_convergence=True, sampler=None):
-    """:func:`mlgibbs.sample` for a :class:`~mlgibbs.models.mixed.MixedModel`."""
+                 log_likelihood=None, posterior_predictive=False, check_convergence=True, sampler=None,
+                 var_names=None):
+    """:func:`mlgibbs.sample` for a :class:`~mlgibbs.models.mixed.MixedModel`.
+
+    ``var_names`` keeps only the named posterior variables (``beta``, ``sigma_y``, ``alpha_<f>``,
+    ``gamma_<f>``, ``sigma_<f>``, ``corr_<f>``): only the parts of the state they are made of are
+    stored per draw; for the others the per-chain running mean and standard deviation are kept (group
+    ``posterior_moments``, ``<name>_mean`` and ``<name>_sd``). ``sample_stats.lp``
+    (:func:`mlgibbs.logdensity.mixed_log_joint`) is reported when every variable is stored and the
+    kernel's rows x chains x draws are at most ``MAX_LOG_LIKELIHOOD_VALUES`` (each draw's ``lp`` is a pass
+    over the rows); otherwise :func:`posterior_log_joint` computes it afterwards from ``idata.posterior``.
+    """
     from mlgibbs.run import MAX_LOG_LIKELIHOOD_VALUES
 
     if sampler not in (None, "gibbs", "blocked"):
         raise ValueError(f"sampler {sampler!r} is not available for this model; its sampler is the blocked "
                          "Gibbs sampler (sampler=None)")
+    present = variable_names(model)
+    if isinstance(var_names, str):
+        var_names = [var_names]
+    kept = present if var_names is None else list(var_names)
+    unknown = [v for v in kept if v not in present]
+    if unknown:
+        raise ValueError(f"var_names has {unknown}, not variables of this model; expected some of {present}")
+    if not kept:
+        raise ValueError(f"var_names is empty; expected some of {present}")
+    dropped = [v for v in present if v not in kept]
+    complete = not dropped
     kernel = mixed_kernel(model.structure, model.kernel_priors)
     if initial_state is not None:
         initial_state = _initial_state(model, initial_state, num_chains)
     n_values = model.num_obs * num_chains * num_draws
     if log_likelihood is None:
-        log_likelihood = n_values <= MAX_LOG_LIKELIHOOD_VALUES
-        if not log_likelihood:
+        log_likelihood = complete and n_values <= MAX_LOG_LIKELIHOOD_VALUES
+        if complete and not log_likelihood:
             warnings.warn(f"log_likelihood left out: it would hold {n_values:,} values (n x chains x draws) > "
                           f"{MAX_LOG_LIKELIHOOD_VALUES:,}; pass log_likelihood=True to keep it", stacklevel=3)
-    program = _program(kernel, model.structure, num_chains, num_draws, initial_state is None,
-                       bool(log_likelihood), bool(posterior_predictive))
-    out = program(rng_key, model.data, initial_state, _rows(model), num_warmup, thin)
+    if (log_likelihood or posterior_predictive) and not complete:
+        raise ValueError(f"log_likelihood and posterior_predictive need every variable stored; "
+                         f"var_names leaves out {dropped}")
+    recorded = None if complete else _needed_fields(model, kept)
+    # lp is a pass over the kernel's rows per draw (as costly as a sweep's residuals when cells do not
+    # compress, InstEval): reported when that stays within the log likelihood's budget
+    want_lp = complete and model.data.W.shape[0] * num_chains * num_draws <= MAX_LOG_LIKELIHOOD_VALUES
+    lp_priors = _Keyed(user_scale_priors(model)) if want_lp else None
+    # the names and the intercept's place matter to the running moments only: without them a model of
+    # the same structure and priors reuses the compiled program
+    layout = _layout(model) if dropped else _Layout(model.structure, (), None)
+    program = _program(kernel, layout, num_chains, num_draws, initial_state is None,
+                       bool(log_likelihood), bool(posterior_predictive), recorded, tuple(dropped), lp_priors)
+    out = program(rng_key, model.data, initial_state, _aux(model), num_warmup, thin)
     out = jax.tree.map(np.asarray, out)
-    user = model.to_user(out["draws"])
-    variables = posterior_variables(model, user)
-    for name, (_, value) in variables.items():
+    draws = out["draws"]
+    if not complete:
+        draws = _fill(model, draws, (num_chains, num_draws))
+    user = model.to_user(draws)
+    variables = {name: value for name, value in posterior_variables(model, user).items() if name in kept}
+    moments = None
+    if dropped:
+        mean, var = out["moments"]
+        # the moments are of the user's values less the response's centre c: to_user is linear in the
+        # locations but for it, so the user's values at zero locations are what c adds
+        centre = posterior_variables(model, model.to_user(_unit_state(model)))
+        moments = {}
+        for name in dropped:
+            dims = centre[name][0]
+            offset = centre[name][1] if name.split("_")[0] in ("beta", "alpha", "gamma") else 0.0
+            moments[name] = (dims, np.asarray(mean[name], np.float64) + offset,
+                             np.sqrt(np.asarray(var[name], np.float64)))
+    checked = {**{name: value for name, (_, value) in variables.items()},
+               **{f"{name}_mean": m for name, (_, m, _) in (moments or {}).items()}}
+    for name, value in checked.items():
         finite = np.isfinite(value)
         if not finite.all():
             raise FloatingPointError(
@@ -244,7 +511,9 @@ def sample_mixed(rng_key, model, *, num_chains, num_warmup, num_draws, thin, ini
     k, c = model.transform.k, model.transform.c
     loglik = out["log_likelihood"].astype(np.float64) if log_likelihood else None
     ppc = out["posterior_predictive"].astype(np.float64) * k + c if posterior_predictive else None
+    sample_stats = {"lp": out["lp"].astype(np.float64)} if want_lp else None
     idata = to_inference_data_mixed(model, variables, log_likelihood=loglik, posterior_predictive=ppc,
+                                    sample_stats=sample_stats, moments=moments,
                                     attrs={"sampler": "blocked", "num_warmup": num_warmup, "thin": thin})
     if check_convergence:
         from mlgibbs.diagnostics import warn_if_not_converged

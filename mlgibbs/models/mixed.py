@@ -298,7 +298,10 @@ class MixedModel:
                 gamma = _set(xp, gamma, ju, k * state.gamma[f][..., ju] - rest - shift)
                 b = _set(xp, b, kz, b[..., kz] - shift[..., None])
             zs = tr.z_scale[f]
-            b = (b @ xp.asarray(tr.coef_map_inv[f]).T) / zs
+            if b.shape[-1] == 1:  # a product by a 1 x 1 matrix: elementwise (NumPy's matmul is slow on huge batches)
+                b = b * (xp.asarray(tr.coef_map_inv[f])[0, 0] / zs)
+            else:
+                b = (b @ xp.asarray(tr.coef_map_inv[f]).T) / zs
             cov = k**2 * state.cov[f] / (zs[:, None] * zs[None, :])
             out[f"alpha_{factor.name}"] = b
             out[f"gamma_{factor.name}"] = gamma
