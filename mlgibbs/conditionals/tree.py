@@ -322,8 +322,9 @@ def draw_chain(rng_key, spec: ChainSpec, chain: ChainData, row_linear, inv_var_y
             ancestors = [a[parents] for a in ancestors] + [parents]
             context = jnp.concatenate([jnp.broadcast_to(rho, (J_i, P))]
                                       + [effects[j][ancestors[j]] for j in range(i)], axis=1)
-        # a dot, not an elementwise sum: in float32 the terms can be large and cancel (the float32 case of
-        # tests/test_mixed_exact.py is 45 standard deviations off with the sum, within error with the dot)
+        # a dot, not an elementwise multiply-and-sum: with the latter the float32 case of
+        # tests/test_mixed_exact.py fails (45 standard deviations), although on the same inputs outside
+        # vmap the two forms agree to 5e-10; not understood yet (an XLA:CPU rewrite under vmap?)
         mean = mean_part - (gain @ context[:, :, None])[:, :, 0]
         z = normals[offsets[i + 1]:offsets[i + 1] + sizes[i + 1]].reshape(mean.shape)
         noise = _solve_upper_transposed(chol, z)
