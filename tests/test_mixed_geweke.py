@@ -249,13 +249,12 @@ def test_geweke(case):
     assert np.max(np.abs(z)) < z_crit(z.size), np.round(z, 2)
 
 
-def test_geweke_rejects_a_wrong_inverse_wishart_draw():
+def wrong_inverse_wishart_step(model, kernel):
+    """The kernel's step followed by a redraw of the (one, 2 x 2) covariance from ``IW(nu + J + 2, Psi + S)``:
+    two degrees of freedom too many (the broken kernel of this test and of ``test_mixed_sbc``)."""
     from mlgibbs.conditionals.covariance import inverse_wishart
     from mlgibbs.samplers.mixed import deviations
 
-    case = CASES[1]
-    model = case_model(case)
-    kernel = mixed_kernel(model.structure, model.kernel_priors)
     prior = model.kernel_priors.cov[0][0]
 
     def broken(key, state, data):
@@ -266,5 +265,13 @@ def test_geweke_rejects_a_wrong_inverse_wishart_draw():
         cov = inverse_wishart(key_cov, prior.df + dev.shape[0] + 2.0, psi)     # two dof too many
         return state._replace(cov=(cov,))
 
+    return broken
+
+
+def test_geweke_rejects_a_wrong_inverse_wishart_draw():
+    case = CASES[1]
+    model = case_model(case)
+    kernel = mixed_kernel(model.structure, model.kernel_priors)
+    broken = wrong_inverse_wishart_step(model, kernel)
     z = geweke_z(model, broken, num_chains=case.num_chains, num_steps=case.num_steps)
     assert np.max(np.abs(z)) > z_crit(z.size), np.round(z, 2)

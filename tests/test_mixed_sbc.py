@@ -275,22 +275,10 @@ def test_sbc_slow(sbc):
 def test_sbc_rejects_a_wrong_inverse_wishart_draw():
     """The inverse-Wishart case with a covariance draw of two degrees of freedom too many
     (``IW(nu + J + 2, Psi + S)``, as in ``test_mixed_geweke``) must fail (300 data sets)."""
-    from mlgibbs.conditionals.covariance import inverse_wishart
-    from mlgibbs.samplers.mixed import deviations
-
     sbc = CASES[1]
     model = geweke.case_model(sbc.case)
     kernel = mixed_kernel(model.structure, model.kernel_priors)
-    prior = model.kernel_priors.cov[0][0]
-
-    def broken(key, state, data):
-        key_step, key_cov = jax.random.split(key)
-        state = kernel.step(key_step, state, data)
-        dev = deviations(model.structure, data.U, state.gamma, state.b, 0) @ data.coef_maps[0].T
-        psi = jnp.asarray(prior.scale_matrix(2), dev.dtype) + dev.T @ dev
-        cov = inverse_wishart(key_cov, prior.df + dev.shape[0] + 2.0, psi)     # two dof too many
-        return state._replace(cov=(cov,))
-
+    broken = geweke.wrong_inverse_wishart_step(model, kernel)
     num_draws = 49
     ranks, names = sbc_ranks(sbc.case, num_datasets=300, num_warmup=10 * sbc.thin, num_draws=num_draws,
                              thin=sbc.thin, fast=True, seed=0, kernel=kernel._replace(step=broken))
