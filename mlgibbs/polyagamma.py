@@ -60,8 +60,13 @@ def polyagamma(rng_key: jax.Array, b, c, dtype=None) -> jax.Array:
     shape = jnp.broadcast_shapes(b.shape, c.shape)
     b = jnp.broadcast_to(b, shape).reshape(-1).astype(jnp.int32)
     c = jnp.broadcast_to(c, shape).reshape(-1).astype(dtype)
-    keys = jax.random.split(rng_key, b.shape[0])
-    return jax.vmap(_pg_b)(keys, b, c).reshape(shape)
+    return _draw(rng_key, b, c).reshape(shape)
+
+
+@jax.jit
+def _draw(rng_key, b, c):
+    """One compiled program per shape and dtype (not one per primitive, as an eager call would be)."""
+    return jax.vmap(_pg_b)(jax.random.split(rng_key, b.shape[0]), b, c)
 
 
 def _pg_b(key, b, c):
