@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from mlgibbs.base import GibbsState
 from mlgibbs.conditionals import group_sum_of_squares, residual_sum_of_squares
+from mlgibbs.conditionals.tree import cholesky, solve_lower
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
 
@@ -127,7 +128,8 @@ def mixed_log_joint(state, data, structure, priors, z_scale) -> jax.Array:
         zs = jnp.asarray(z_scale[f], dtype)
         for (start, size), prior in zip(structure.cov_blocks[f], priors.cov[f]):
             block = slice(start, start + size)
-            inv_chol = _lower_inverse(_cholesky(state.cov[f][block, block]))                    # L^{-1}
+            cov = state.cov[f][None, block, block]
+            inv_chol = solve_lower(cholesky(cov), jnp.eye(size, dtype=dtype)[None])[0]         # L^{-1}
             white = jnp.sum(dev[:, None, block] * inv_chol[None, :, :], axis=-1)                # L^{-1} delta_g
             # log |Sigma_user| of the block: Sigma_user = k^2 D^{-1} Sigma D^{-1}
             log_det = (-2.0 * jnp.sum(jnp.log(jnp.diagonal(inv_chol))) + 2.0 * size * jnp.log(k)
@@ -140,37 +142,3 @@ def mixed_log_joint(state, data, structure, priors, z_scale) -> jax.Array:
                 precision = precision * (zs[block, None] * zs[None, block]) / k**2
                 lp = lp + prior.log_prob_from_precision(precision, log_det)
     return lp
-
-
-# Small (d x d) factorizations written elementwise: XLA:CPU runs LAPACK on tiny matrices as a loop of
-# library calls, slowly, and its batched triangular solve (under vmap over draws) has deadlocked the
-# CPU thread pool when two ran at once on two cores; up to _SMALL the operations are fused instead.
-_SMALL = 8
-
-
-def _cholesky(A: jax.Array) -> jax.Array:
-    """The lower Cholesky factor of one ``(d, d)`` matrix (elementwise for ``d <= _SMALL``)."""
-    d = A.shape[-1]
-    if d > _SMALL:
-        return jnp.linalg.cholesky(A)
-    L = [[None] * d for _ in range(d)]
-    for j in range(d):
-        L[j][j] = jnp.sqrt(A[j, j] - sum(L[j][m] ** 2 for m in range(j)))
-        for i in range(j + 1, d):
-            L[i][j] = (A[i, j] - sum(L[i][m] * L[j][m] for m in range(j))) / L[j][j]
-    zero = jnp.zeros((), A.dtype)
-    return jnp.stack([jnp.stack([L[i][j] if j <= i else zero for j in range(d)]) for i in range(d)])
-
-
-def _lower_inverse(L: jax.Array) -> jax.Array:
-    """``L^{-1}`` of one lower-triangular ``(d, d)`` matrix (elementwise for ``d <= _SMALL``)."""
-    d = L.shape[-1]
-    if d > _SMALL:
-        return jax.scipy.linalg.solve_triangular(L, jnp.eye(d, dtype=L.dtype), lower=True)
-    M = [[None] * d for _ in range(d)]
-    for i in range(d):
-        M[i][i] = 1.0 / L[i, i]
-        for j in range(i):
-            M[i][j] = -sum(L[i, m] * M[m][j] for m in range(j, i)) / L[i, i]
-    zero = jnp.zeros((), L.dtype)
-    return jnp.stack([jnp.stack([M[i][j] if j <= i else zero for j in range(d)]) for i in range(d)])

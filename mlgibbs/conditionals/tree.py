@@ -97,11 +97,13 @@ class ChainData(NamedTuple):
     parents: tuple[jax.Array, ...]
 
 
-# Batched small-matrix algebra, one (d x d) system per group. XLA:CPU runs batched dot_general and
-# LAPACK calls on tiny matrices as a loop of library calls (a (4 x 4) @ (4 x 4) per group took ~14 times
-# as long as the same product written elementwise, measured with 2,972 groups); with d at most
-# SMALL the factorizations and products are unrolled into elementwise operations that XLA fuses.
-SMALL = 6
+# Batched small-matrix algebra, one (d x d) system per group (also used by mlgibbs.logdensity).
+# XLA:CPU runs batched dot_general and LAPACK calls on tiny matrices as a loop of library calls (a
+# (4 x 4) @ (4 x 4) per group took ~14 times as long as the same product written elementwise, measured
+# with 2,972 groups), and its batched triangular solve under vmap has deadlocked the CPU thread pool
+# when two ran at once on two cores; with d at most SMALL the factorizations and products are
+# unrolled into elementwise operations that XLA fuses.
+SMALL = 8
 
 
 def _matmul(a, b):
@@ -111,7 +113,7 @@ def _matmul(a, b):
     return a @ b
 
 
-def _cholesky(K):
+def cholesky(K):
     """Lower Cholesky factors of a batch ``(J, d, d)``."""
     d = K.shape[-1]
     if d == 1:
@@ -130,7 +132,7 @@ def _cholesky(K):
                      axis=-2)
 
 
-def _solve_lower(L, B):
+def solve_lower(L, B):
     """``L^{-1} B`` for lower-triangular ``L`` ``(J, d, d)``, ``B`` ``(J, d, m)``."""
     d = L.shape[-1]
     if d == 1:
@@ -166,7 +168,7 @@ def _chol_solve(chol, rhs):
     """``K^{-1} rhs`` from the lower Cholesky factor of ``K``."""
     if chol.shape[-1] == 1:  # scalar effects (the common case): a division
         return rhs / chol**2
-    return _solve_upper_transposed_matrix(chol, _solve_lower(chol, rhs))
+    return _solve_upper_transposed_matrix(chol, solve_lower(chol, rhs))
 
 
 def _solve_upper_transposed(chol, z):
@@ -217,7 +219,7 @@ def _collapse(precision, linear, d, prior_precision, M):
     A_cb = precision[:, :-d, -d:]
     D = precision[:, -d:, -d:]
     K = D + prior_precision
-    chol = _cholesky(K)
+    chol = cholesky(K)
     A_bc = jnp.swapaxes(A_cb, 1, 2)
     J = precision.shape[0]
     rhs = jnp.concatenate([A_bc, linear[:, -d:, None],
