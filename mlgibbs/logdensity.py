@@ -111,16 +111,26 @@ def mixed_log_joint(state, data, structure, priors, z_scale) -> jax.Array:
 
     Improper priors (:class:`~mlgibbs.priors.Flat`, :class:`~mlgibbs.priors.Uniform`) contribute 0, so
     the value is then defined up to that constant (differences between states are exact).
+
+    A binomial-type family (``structure.family``) has no ``sigma_y``: its likelihood is the binomial one
+    of the kernel's rows (observations with the same design row and groups merged), whose binomial
+    coefficients differ from the observations' by a constant.
     """
     from mlgibbs.samplers.mixed import deviations, fitted_values
 
     k = data.y_scale
     n = data.num_obs
     dtype = data.t.dtype
-    resid = data.t - fitted_values(structure, data.W, data.codes, state.beta, state.b)
-    rss = data.rss_floor + jnp.sum(resid**2)
-    lp = -0.5 * n * _LOG_2PI - n * jnp.log(k * state.sigma_y) - 0.5 * rss / state.sigma_y**2
-    lp = lp + priors.sigma_y.log_prob(k * state.sigma_y)
+    fit = fitted_values(structure, data.W, data.codes, state.beta, state.b)
+    if structure.family == "gaussian":
+        resid = data.t - fit
+        rss = data.rss_floor + jnp.sum(resid**2)
+        lp = -0.5 * n * _LOG_2PI - n * jnp.log(k * state.sigma_y) - 0.5 * rss / state.sigma_y**2
+        lp = lp + priors.sigma_y.log_prob(k * state.sigma_y)
+    else:  # the binomial log likelihood of the kernel's merged rows (binomial coefficients of the rows)
+        from mlgibbs.families import FAMILIES, log_prob
+
+        lp = jnp.sum(log_prob(FAMILIES[structure.family], data.t, data.trials, fit))
     lp = lp + data.location_prior.log_prob(jnp.concatenate([state.beta, *state.gamma]))
     for f in range(structure.num_factors):
         dev = deviations(structure, data.U, state.gamma, state.b, f) @ data.coef_maps[f].T   # (J, d)

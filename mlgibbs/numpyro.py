@@ -598,7 +598,9 @@ def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[
     The same posterior as :func:`mlgibbs.sample` targets, in the user's coordinates and from the raw
     data (``model.y``, ``model.X``, each factor's ``codes`` and ``Z``, ``model.U``), with the priors of
     ``model.priors``: fixed effects (``beta``, ``gamma_<f>``) Flat -> ``ImproperUniform`` over the
-    reals, Normal -> Normal; scalar blocks and ``sigma_y`` through :func:`scale_distribution`;
+    reals, Normal -> Normal; scalar blocks and ``sigma_y`` through :func:`scale_distribution`; the
+    binomial-type families (:mod:`mlgibbs.families`) with NumPyro's ``Binomial(logits=eta)`` (logit) or a
+    factor of the probit log likelihood;
     correlated blocks through their Cholesky factor with the inverse-Wishart density and Jacobian
     (Huang & Wand's prior through its auxiliaries ``a_k``). Site names: see :func:`mixed_site_names`.
 
@@ -638,7 +640,11 @@ def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[
     if model.response in taken:
         raise ValueError(f"the response may not be named {model.response!r}: it is a NumPyro site name "
                          "of the parameters")
+    from mlgibbs.families import log_prob
+
+    family = model.family
     y = jnp.asarray(model.y, dtype)
+    trials = None if model.trials is None else jnp.asarray(model.trials, dtype)
     X = jnp.asarray(model.X, dtype)
     n, p = X.shape
     beta_prior = _named_coefficient_prior(priors["beta"], model.predictors)
@@ -699,9 +705,15 @@ def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[
                 alpha = numpyro.deterministic(f"alpha_{name}", centre + z @ L.T)
             alphas[s["index"]] = alpha
             mean = mean + jnp.sum(s["Z"] * alpha[s["codes"]], axis=1)
-        sigma_y = numpyro.sample("sigma_y", scale_distribution(priors["sigma_y"]))
-        with numpyro.plate("obs_id", n):
-            numpyro.sample(model.response, dist.Normal(mean, sigma_y), obs=y)
+        if family.gaussian:
+            sigma_y = numpyro.sample("sigma_y", scale_distribution(priors["sigma_y"]))
+            with numpyro.plate("obs_id", n):
+                numpyro.sample(model.response, dist.Normal(mean, sigma_y), obs=y)
+        elif family.link == "logit":
+            with numpyro.plate("obs_id", n):
+                numpyro.sample(model.response, dist.Binomial(total_count=trials, logits=mean), obs=y)
+        else:  # probit: the log probabilities through log_ndtr (finite gradients at any eta)
+            numpyro.factor(model.response, jnp.sum(log_prob(family, y, trials, mean)))
 
     return model_fn
 
@@ -715,7 +727,7 @@ def _mixed_constrained_params(model, user: dict, centered=False, hierarchical=Fa
 
     centred = _centred_factors(model, centered)
     nested = _hierarchical_factors(model, hierarchical, centred)
-    params = {"sigma_y": np.asarray(user["sigma_y"], np.float64)}
+    params = {"sigma_y": np.asarray(user["sigma_y"], np.float64)} if model.family.gaussian else {}
     if model.X.shape[1]:
         params["beta"] = np.asarray(user["beta"], np.float64)
     for f, factor in enumerate(model.factors):
@@ -1006,5 +1018,6 @@ def mixed_nuts_draws(model, mcmc_samples: dict) -> dict[str, np.ndarray]:
         out[f"sigma_{name}"] = sd
         if any(size > 1 for _, size in factor.blocks):
             out[f"corr_{name}"] = cov / (sd[..., :, None] * sd[..., None, :])
-    out["sigma_y"] = get("sigma_y")
+    if model.family.gaussian:
+        out["sigma_y"] = get("sigma_y")
     return out

@@ -66,6 +66,24 @@ def _factor_values(data, columns, what):
     return [":".join(p) for p in zip(*parts)]
 
 
+def _new_trials(model, newdata, trials) -> np.ndarray:
+    """The trials of the new rows (positive integers), from ``trials=`` or the model's trials column."""
+    from mlgibbs.models.terms import _require_columns, _require_complete
+
+    if trials is None:
+        column = getattr(model, "trials_column", None)
+        trials = column if column is not None and column in newdata.columns else 1
+    if isinstance(trials, str):
+        _require_columns(newdata, [trials], "the trials column, in newdata")
+        _require_complete(newdata, trials, "newdata")
+        values = newdata[trials].to_numpy(np.float64)
+    else:
+        values = np.broadcast_to(np.asarray(trials, np.float64), (len(newdata),))
+    if np.any(values < 1) or np.any(values != np.round(values)):
+        raise ValueError(f"trials must be positive integers; got {values[(values < 1) | (values != np.round(values))][:5]}")
+    return values.astype(np.int64)
+
+
 class _Spec:
     """What predict needs of a model, for both model classes."""
 
@@ -100,7 +118,7 @@ class _Spec:
 
 
 def predict(idata, model, newdata, *, new_levels: str = "sample", rng_key: Any = 0,
-            observations: bool = True):
+            observations: bool = True, trials=None):
     """Posterior draws of the expected value and of new observations for the rows of ``newdata``.
 
     Parameters
@@ -119,13 +137,18 @@ def predict(idata, model, newdata, *, new_levels: str = "sample", rng_key: Any =
         Seed (int) or NumPy Generator for the new levels' effects and the new observations.
     observations
         Also draw new observations (``False``: only the expected values).
+    trials
+        Binomial-type families: the number of trials of each new row (a column name of ``newdata`` or an
+        integer); default the model's trials column when ``newdata`` has it, else 1.
 
     Returns
     -------
     InferenceData (ArviZ 0.x) or DataTree (1.x)
         Group ``predictions`` with ``mu`` (the expected value) and, with ``observations``, the
         response's name (new observations), each ``(chain, draw, obs_id)`` with ``obs_id`` the index
-        of ``newdata``.
+        of ``newdata``. For a binomial-type family ``mu`` is the probability of a success (the inverse
+        link of the linear predictor), ``eta`` the linear predictor, and the new observations are counts
+        of successes out of ``trials``.
 
     Examples
     --------
@@ -161,8 +184,13 @@ def predict(idata, model, newdata, *, new_levels: str = "sample", rng_key: Any =
         owner = [-1 if n in spec.predictors else 0 for n in names]
     X = design[:, [j for j, o in enumerate(owner) if o < 0]]
     beta = _posterior(idata, "beta") if X.shape[1] else None
-    sigma_y = _posterior(idata, "sigma_y")
-    C, S = sigma_y.shape
+    family = getattr(model, "family", None)
+    gaussian = family is None or family.gaussian
+    if gaussian:
+        sigma_y = _posterior(idata, "sigma_y")
+        C, S = sigma_y.shape
+    else:
+        C, S = _posterior(idata, spec.factors[0]["sigma"]).shape[:2]
     mu = np.zeros((C, S, m)) if beta is None else beta @ X.T
     for f, factor in enumerate(spec.factors):
         values = _factor_values(newdata, factor["columns"], "newdata")
@@ -200,8 +228,18 @@ def predict(idata, model, newdata, *, new_levels: str = "sample", rng_key: Any =
         mu = mu + np.einsum("csid,id->csi", b_rows, Z)
     obs = {"obs_id": np.asarray(newdata.index)}
     base = {"chain": np.arange(C), "draw": np.arange(S)}
-    variables = {"mu": (("chain", "draw", "obs_id"), mu)}
-    if observations:
-        variables[spec.response] = (("chain", "draw", "obs_id"), mu + sigma_y[..., None] * rng.normal(size=mu.shape))
+    dims = ("chain", "draw", "obs_id")
+    if gaussian:
+        variables = {"mu": (dims, mu)}
+        if observations:
+            variables[spec.response] = (dims, mu + sigma_y[..., None] * rng.normal(size=mu.shape))
+    else:
+        from scipy.special import expit, ndtr
+
+        prob = expit(mu) if family.link == "logit" else ndtr(mu)
+        variables = {"mu": (dims, prob), "eta": (dims, mu)}
+        if observations:
+            counts = _new_trials(model, newdata, trials)
+            variables[spec.response] = (dims, rng.binomial(counts, prob).astype(np.float64))
     return make_inference_data({"predictions": xr.Dataset(variables, coords={**base, **obs},
                                                           attrs={"inference_library": "mlgibbs"})})

@@ -85,7 +85,9 @@ def _aux(model):
     (``intercept`` left out: it is static), for ``lp`` and running moments."""
     def build():
         W, y, codes = model.kernel_rows
-        rows = (to_device(W, model.dtype), to_device(y, model.dtype), jax.device_put(np.asarray(codes, np.int32)))
+        trials = None if model.trials is None else to_device(model.trials, model.dtype)
+        rows = (to_device(W, model.dtype), to_device(y, model.dtype), jax.device_put(np.asarray(codes, np.int32)),
+                trials)
         tr = model.transform._replace(c=0.0, intercept=None)
         tr = jax.tree.map(lambda a: to_device(np.asarray(a, np.float64), model.dtype), tr)
         return rows, tr
@@ -185,26 +187,44 @@ def _program(kernel, layout, num_chains, num_draws, init, log_likelihood, poster
             result["moments"] = out[2]
         if lp_priors is not None:
             result["lp"] = _batched_lp(structure, lp_priors.value, data, transform.z_scale, draws)
-        W, y, codes = rows
+        W, y, codes, trials = rows
         if log_likelihood or posterior_predictive:
             def mean(state):
                 return fitted_values(structure, W, codes, state.beta, state.b)
         if log_likelihood:
             def loglik(state):
-                m = mean(state)
-                z = (y - m) / state.sigma_y
-                return -0.5 * z**2 - jnp.log(state.sigma_y * data.y_scale) - 0.5 * jnp.log(2 * jnp.pi)
+                return observation_log_likelihood(structure.family, y, trials, mean(state), state.sigma_y,
+                                                  data.y_scale)
             result["log_likelihood"] = jax.lax.map(jax.vmap(loglik), draws)
         if posterior_predictive:
             keys = jax.random.split(key_ppc, (num_chains, num_draws))
 
             def replicate(key, state):
-                m = mean(state)
-                return m + state.sigma_y * jax.random.normal(key, m.shape, m.dtype)
+                return replicate_outcomes(structure.family, key, mean(state), state.sigma_y, trials)
             result["posterior_predictive"] = jax.vmap(jax.vmap(replicate))(keys, draws)
         return result
 
     return jax.jit(program)
+
+
+def observation_log_likelihood(family: str, y, trials, eta, sigma_y, y_scale):
+    """``log p(y_i | eta_i)`` of every observation: the Gaussian density in the user's units (``y`` and
+    ``eta`` in the kernel's, ``y_scale`` the ratio), or the family's binomial probability."""
+    if family == "gaussian":
+        z = (y - eta) / sigma_y
+        return -0.5 * z**2 - jnp.log(sigma_y * y_scale) - 0.5 * jnp.log(2 * jnp.pi)
+    from mlgibbs.families import FAMILIES, log_prob
+
+    return log_prob(FAMILIES[family], y, trials, eta)
+
+
+def replicate_outcomes(family: str, rng_key, eta, sigma_y, trials):
+    """New outcomes given the linear predictor (kernel units for the Gaussian; counts otherwise)."""
+    if family == "gaussian":
+        return eta + sigma_y * jax.random.normal(rng_key, eta.shape, eta.dtype)
+    from mlgibbs.families import FAMILIES, draw_outcome
+
+    return draw_outcome(FAMILIES[family], rng_key, eta, trials)
 
 
 def posterior_variables(model, user: dict[str, np.ndarray], xp=np) -> dict[str, tuple[tuple[str, ...], Any]]:
@@ -228,7 +248,8 @@ def posterior_variables(model, user: dict[str, np.ndarray], xp=np) -> dict[str, 
         if any(size > 1 for _, size in factor.blocks):
             corr = cov / (sd[..., :, None] * sd[..., None, :])
             out[f"corr_{name}"] = ((coef, f"{coef}_bis"), corr)
-    out["sigma_y"] = ((), user["sigma_y"])
+    if model.structure.family == "gaussian":
+        out["sigma_y"] = ((), user["sigma_y"])
     return out
 
 
@@ -309,6 +330,10 @@ def _user_values(model, post, draw=None) -> dict:
         return np.asarray(getattr(var, "values", var), np.float64)
 
     sigma_y = get("sigma_y")
+    if sigma_y is None:  # a family without sigma_y (kept at 1 in the kernel)
+        first = model.factors[0].name
+        lead = get(f"sigma_{first}").shape[:-1]
+        sigma_y = np.ones(lead)
     lead = sigma_y.shape
     user = {"beta": get("beta", np.zeros((*lead, 0))), "sigma_y": sigma_y}
     for factor in model.factors:
@@ -328,7 +353,7 @@ def mixed_log_likelihood(idata, model):
 
     _check_layout(model, idata.posterior)
     kernel = to_device(model.to_kernel(_user_values(model, idata.posterior)), model.dtype)
-    W, y, codes = _rows(model)
+    W, y, codes, trials = _rows(model)
     y_scale = model.data.y_scale
     structure = model.structure
 
@@ -336,8 +361,7 @@ def mixed_log_likelihood(idata, model):
     def one_chain(states):
         def loglik(state):
             m = fitted_values(structure, W, codes, state.beta, state.b)
-            z = (y - m) / state.sigma_y
-            return -0.5 * z**2 - jnp.log(state.sigma_y * y_scale) - 0.5 * jnp.log(2 * jnp.pi)
+            return observation_log_likelihood(structure.family, y, trials, m, state.sigma_y, y_scale)
         return jax.lax.map(loglik, states)
 
     chains = [np.asarray(one_chain(jax.tree.map(lambda a: a[c], kernel)), np.float64)

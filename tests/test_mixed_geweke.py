@@ -118,7 +118,8 @@ def draw_theta(rng, model, size):
     """Prior draws in the user's coordinates (the dict of ``MixedModel.to_user``)."""
     s = model.structure
     theta = {"beta": BETA_SCALE * rng.normal(size=(size, s.p)),
-             "sigma_y": draw_scalar(rng, model.priors["sigma_y"], size)}
+             "sigma_y": (np.ones(size) if model.priors["sigma_y"] is None     # a family without sigma_y
+                         else draw_scalar(rng, model.priors["sigma_y"], size))}
     for f, factor in enumerate(model.factors):
         d = s.dims[f]
         cov = np.zeros((size, d, d))

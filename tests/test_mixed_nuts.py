@@ -528,7 +528,8 @@ def _compared_quantities(model, draws: dict[str, np.ndarray]) -> xr.Dataset:
             for c, cn in enumerate(factor.coef_names):
                 out[f"alpha_{name}[{factor.labels[g]},{cn}] ({label}, n={counts[g]})"] = \
                     draws[f"alpha_{name}"][..., g, c]
-    out["sigma_y"] = draws["sigma_y"]
+    if "sigma_y" in draws:   # families other than the Gaussian have none
+        out["sigma_y"] = draws["sigma_y"]
     return xr.Dataset({k: (("chain", "draw"), np.asarray(v, np.float64)) for k, v in out.items()})
 
 
@@ -579,7 +580,7 @@ NUM_STATISTICS = 2 + len(QUANTILES)     # mean, sd and the quantiles
 
 def _num_quantities(model) -> int:
     """How many quantities :func:`_compared_quantities` compares for this model."""
-    count = len(model.predictors) + 1
+    count = len(model.predictors) + (1 if model.family.gaussian else 0)
     for f, factor in enumerate(model.factors):
         d = len(factor.coef_names)
         count += len(model.group_predictors[f]) + d + sum(size * (size - 1) // 2 for _, size in factor.blocks)

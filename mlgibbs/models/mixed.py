@@ -1,4 +1,4 @@
-r"""The general Gaussian multilevel model: varying slopes, nested and crossed grouping factors.
+r"""The general multilevel model: varying slopes, nested and crossed grouping factors, any outcome family.
 
 .. math::
 
@@ -31,6 +31,12 @@ Names in the output (ArviZ): ``beta`` (dim ``predictor``), and per factor ``f`` 
 (dims ``<f>_coef``, ``<f>_coef_bis``); ``sigma_y``. A single varying intercept ``(1 | g)`` is the
 varying-intercept model of :class:`~mlgibbs.Model`, whose names are ``alpha``, ``gamma`` and
 ``sigma_alpha``.
+
+Outcome families (``family=``, :mod:`mlgibbs.families`): the Gaussian above, or a binomial-type
+likelihood of the same linear predictor (``"bernoulli"``, ``"binomial"`` with ``trials=``: logit link;
+``"probit"``); those have no ``sigma_y``, and every model with one is a :class:`MixedModel` (also
+``y ~ x + (1 | g)``). The response is then not centred or scaled (the linear predictor is on the link
+scale), and the default priors of correlated terms are scaled as for a unit response spread.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import numpy as np
 from mlgibbs._lazy import pandas as pd
 
 from mlgibbs.conditionals.tree import ChainData
+from mlgibbs.families import FAMILIES, Family, check_response, get_family
 from mlgibbs.models.data import to_device
 from mlgibbs.models.mixed_data import MixedData, MixedStructure
 from mlgibbs.models.validation import check_full_rank
@@ -226,6 +233,11 @@ class MixedModel:
         formulaic's spec that evaluates them on new data (:func:`mlgibbs.predict`).
     transform
         :class:`MixedTransform` between the user's parameters and the kernel's.
+    family, trials
+        The outcome :class:`~mlgibbs.families.Family` and, for the binomial-type families, the number
+        of trials of every observation (float64; ``None`` for the Gaussian).
+    cell_of_obs
+        Binomial-type families: the kernel row each observation was merged into.
     """
 
     data: MixedData
@@ -247,6 +259,10 @@ class MixedModel:
     fixed_names: tuple[str, ...] = ()
     fixed_owner: tuple[int, ...] = ()
     fixed_spec: Any = None
+    family: Family = FAMILIES["gaussian"]
+    trials: np.ndarray | None = None
+    cell_of_obs: np.ndarray | None = None
+    trials_column: str | None = None
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def cached(self, key, build):
@@ -343,6 +359,10 @@ class MixedModel:
         (``jit`` / ``vmap`` over simulated data sets: the Geweke and SBC tests)."""
         tr, comp, s = self.transform, self.compression, self.structure
         dtype = self.dtype
+        if not self.family.gaussian:  # successes summed into the kernel rows; trials and lanes unchanged
+            t = jax.ops.segment_sum(jnp.asarray(y, dtype), jnp.asarray(self.cell_of_obs),
+                                    num_segments=self.data.t.shape[0])
+            return self.data._replace(t=t)
         W_obs = jnp.asarray(self.kernel_rows[0], dtype)
         y_k = (jnp.asarray(y, dtype) - tr.c) / tr.k
         parts = [y_k[comp.small_rows]]
@@ -369,7 +389,8 @@ class MixedModel:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_arrays(cls, y, X=None, terms: Sequence["Term"] = (), *, priors=None, intercept: bool = True,
-                    response: str = "y", predictors: Sequence[str] | None = None, dtype=None) -> "MixedModel":
+                    response: str = "y", predictors: Sequence[str] | None = None, dtype=None, family=None,
+                    trials=None) -> "MixedModel":
         """Build from arrays: a response, fixed-effect columns and one :class:`Term` per grouping term.
 
         The same model and rules as :meth:`from_formula`: ``X`` (with an ``Intercept`` column first
@@ -436,10 +457,11 @@ class MixedModel:
             check_full_rank(Z, coef_names, f"the varying coefficients of {name!r}")
             factors.append(Factor(name, codes, labels, Z, tuple(coef_names), tuple(blocks),
                                   tuple(f"term {name}" for _ in group_terms), (), ()))
-        return cls._build(y, response, X, names, factors, priors, dtype)
+        return cls._build(y, response, X, names, factors, priors, dtype, family=family, trials=trials)
 
     @classmethod
-    def from_formula(cls, formula: str, data, priors=None, *, dtype=None) -> "MixedModel":
+    def from_formula(cls, formula: str, data, priors=None, *, dtype=None, family=None,
+                     trials=None) -> "MixedModel":
         """Build from an lme4-style formula (see :meth:`mlgibbs.Model.from_formula`)."""
         from mlgibbs.models.formula import fixed_design
         from mlgibbs.models.terms import (check_implicit_nesting, factor_codes, factor_name,
@@ -477,14 +499,18 @@ class MixedModel:
             check_full_rank(Z, coef_names, f"the varying coefficients of {name!r} ({' + '.join(texts)})")
             factors.append(Factor(name, codes, labels, Z, tuple(coef_names), tuple(blocks), tuple(texts),
                                   tuple(t.expr for t in terms), tuple(key)))
-        model = cls._build(y, response, design, names, factors, priors, dtype, formula=formula)
-        return dataclasses.replace(model, fixed_spec=spec)
+        model = cls._build(y, response, design, names, factors, priors, dtype, formula=formula, family=family,
+                           trials=trials, frame=data)
+        return dataclasses.replace(model, fixed_spec=spec, trials_column=trials if isinstance(trials, str) else None)
 
     @classmethod
-    def _build(cls, y, response, design, names, factors, priors, dtype, *, formula=None) -> "MixedModel":
+    def _build(cls, y, response, design, names, factors, priors, dtype, *, formula=None, family=None, trials=None,
+               frame=None) -> "MixedModel":
         from mlgibbs.models.model import _resolve_dtype
 
         dtype = _resolve_dtype(dtype)
+        family = get_family(family)
+        y, trials = check_response(family, y, trials, response, frame)
         n = y.shape[0]
         names = list(names)
         F = len(factors)
@@ -532,8 +558,9 @@ class MixedModel:
         else:
             intercept = next((("factor", f, u_names[f].index("Intercept"), intercept_coord[f])
                               for f in range(F) if "Intercept" in u_names[f]), None)
-        c = float(np.mean(y)) if intercept is not None else 0.0
-        spread = float(np.sqrt(np.mean((y - c) ** 2)))
+        c = float(np.mean(y)) if intercept is not None and family.gaussian else 0.0
+        # the scale of the linear predictor: the response's spread, or 1 on the link scale of the others
+        spread = float(np.sqrt(np.mean((y - c) ** 2))) if family.gaussian else 1.0
         if spread == 0.0:
             raise ValueError(f"the response {response!r} is constant: there is no variation to model, the "
                              "residual standard deviation sigma_y would be 0 and the posterior is improper")
@@ -573,16 +600,23 @@ class MixedModel:
         structure = MixedStructure(
             p=X.shape[1], dims=tuple(f.Z.shape[1] for f in factors), q=tuple(u.shape[1] for u in U),
             intercepts=tuple(intercept_coord), cov_blocks=tuple(f.blocks for f in factors),
-            chains=_chains(codes, sizes))
+            chains=_chains(codes, sizes), family=family.name)
 
         # ---------------------------------------------------------------- priors
         resolved, kernel_priors = _resolve_priors(priors, factors, x_names, u_names, constant_in, tr, spread,
-                                                  sizes, intercept_coord, U, n, response)
+                                                  sizes, intercept_coord, U, n, response, family)
         loc_prior = _location_prior(resolved["beta"], x_names, u_names, tr, cls, factors)
 
         # ---------------------------------------------------------------- rows and chains
-        rows, comp = _compress(W_obs, y_k, codes)
-        W_rows, t_rows, codes_rows, floor = rows
+        glm = {}
+        cell_of_obs = None
+        if family.gaussian:
+            rows, comp = _compress(W_obs, y_k, codes)
+            W_rows, t_rows, codes_rows, floor = rows
+        else:
+            W_rows, t_rows, codes_rows, glm, cell_of_obs = _merge_trials(W_obs, y, trials, codes)
+            floor = 0.0
+            comp = _Compression(*(np.zeros(0, np.int32),) * 3, np.zeros((0, 0, 0)), np.zeros((0, 0, 0)))
         chains = []
         for ci, chain in enumerate(structure.chains):
             cols = list(structure.chain_columns(ci))
@@ -595,14 +629,15 @@ class MixedModel:
         data = MixedData(
             W=W_rows, t=t_rows, codes=codes_rows.astype(np.int32), rss_floor=np.asarray(floor),
             num_obs=np.asarray(float(n)), U=tuple(U_k), chains=tuple(chains), location_prior=loc_prior,
-            y_scale=np.asarray(k), coef_maps=tuple(maps))
+            y_scale=np.asarray(k), coef_maps=tuple(maps), **glm)
         data = _to_device(data, dtype)
         return cls(
             data=data, structure=structure, kernel_priors=kernel_priors, priors=resolved, y=y, X=X,
             factors=tuple(factors), U=tuple(U), response=response, predictors=tuple(x_names),
             group_predictors=tuple(tuple(u) for u in u_names), transform=tr,
             kernel_rows=(W_obs, y_k, codes.astype(np.int32)), compression=comp, formula=formula, dtype=dtype,
-            fixed_names=tuple(names), fixed_owner=tuple(owner))
+            fixed_names=tuple(names), fixed_owner=tuple(owner), family=family, trials=trials,
+            cell_of_obs=cell_of_obs)
 
 
 def _set(xp, array, index, value):
@@ -620,10 +655,12 @@ def _first_rows(codes: np.ndarray, size: int) -> np.ndarray:
 
 
 def _to_device(data: MixedData, dtype) -> MixedData:
-    ints = {"codes"}
+    ints = {"codes", "lane_rows", "lane_position"}
     out = {}
     for name, value in data._asdict().items():
-        if name in ints:
+        if value is None:
+            out[name] = None
+        elif name in ints:
             out[name] = jax.device_put(np.asarray(value, np.int32))
         elif name == "chains":
             out[name] = tuple(ChainData(gram=to_device(ch.gram, dtype), linear=to_device(ch.linear, dtype),
@@ -632,6 +669,24 @@ def _to_device(data: MixedData, dtype) -> MixedData:
         else:
             out[name] = to_device(value, dtype)
     return MixedData(**out)
+
+
+def _merge_trials(W: np.ndarray, y: np.ndarray, trials: np.ndarray, codes: np.ndarray):
+    """Kernel rows of a binomial-type family: observations with the same design row and groups merged,
+    successes and trials summed. Returns ``(W, successes, codes, lanes, cell_of_obs)``, ``lanes`` the
+    :class:`MixedData` fields ``trials``, ``lane_rows``, ``lane_position``."""
+    keys = np.column_stack([W, codes.astype(np.float64)])
+    _, first, cell = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    cell = cell.reshape(-1)
+    R = first.shape[0]
+    successes = _segment_sum(y[:, None], cell, R)[:, 0]
+    m = np.rint(_segment_sum(trials[:, None], cell, R)[:, 0]).astype(np.int64)
+    lane_rows = np.repeat(np.arange(R), m)
+    starts = np.concatenate([[0], np.cumsum(m)[:-1]])
+    lane_position = np.arange(lane_rows.shape[0]) - starts[lane_rows]
+    lanes = {"trials": m.astype(np.float64), "lane_rows": lane_rows.astype(np.int32),
+             "lane_position": lane_position.astype(np.int32)}
+    return W[first], successes, codes[first], lanes, cell.astype(np.int32)
 
 
 def _compress(W: np.ndarray, y: np.ndarray, codes: np.ndarray):
@@ -677,14 +732,17 @@ def _compress(W: np.ndarray, y: np.ndarray, codes: np.ndarray):
 
 
 def _resolve_priors(priors, factors, x_names, u_names, constant_in, tr, spread, sizes, intercept_coord, U, n,
-                    response):
+                    response, family=None):
     """User priors (dict) -> (resolved in user units, :class:`MixedPriors` in kernel units), checked."""
     from mlgibbs.models.checks import num_flat
 
     priors = dict(priors or {})
     names = {f.name for f in factors}
-    allowed = {"beta", "sigma_y"} | names
+    gaussian = family is None or family.gaussian
+    allowed = ({"beta", "sigma_y"} if gaussian else {"beta"}) | names
     unknown = [k for k in priors if k not in allowed]
+    if "sigma_y" in unknown and not gaussian:
+        raise ValueError(f"priors['sigma_y']: family {family.name!r} has no residual scale sigma_y")
     if unknown:
         raise ValueError(f"unknown prior key(s) {unknown}; expected 'beta', 'sigma_y' or a grouping factor's "
                          f"name: {sorted(names)}")
@@ -758,7 +816,9 @@ def _resolve_priors(priors, factors, x_names, u_names, constant_in, tr, spread, 
         resolved[factor.name] = tuple(per_block)
         kernel_cov.append(tuple(kernel_blocks))
     flat = sum(num_flat(v, 1) for v in beta.values()) + sum(1 for n_ in fixed_names if n_ not in beta)
-    if isinstance(sigma_y, Uniform) and n - flat < 2:
+    if not gaussian:
+        resolved["sigma_y"] = None
+    elif isinstance(sigma_y, Uniform) and n - flat < 2:
         raise ValueError(f"the posterior is improper: {n} observations of {response!r} and {flat} flat "
                          "coefficients leave fewer than 2 degrees of freedom under the uniform prior on sigma_y;"
                          " give sigma_y a proper prior, e.g. HalfNormal(s)")

@@ -1,4 +1,4 @@
-r"""The data pytree of the general Gaussian multilevel model: compressed rows and per-group statistics.
+r"""The data pytree of the general multilevel model: compressed rows and per-group statistics.
 
 The model, in the kernel's coordinates (see :class:`mlgibbs.models.mixed.MixedModel`)::
 
@@ -20,6 +20,11 @@ than ``D`` rows is therefore replaced by ``D`` pseudo-rows (computed once in flo
 keeps its rows: the kernels see at most ``min(n, D x cells)`` rows, so a Gaussian sweep costs the
 number of non-empty cells, not ``n``, and the residual sum of squares is a sum of non-negative terms
 (no cancellation in float32).
+
+For the binomial-type families (:mod:`mlgibbs.families`) the rows of a cell that share their design
+row are merged into one row with their successes and trials summed (exact: their likelihoods multiply
+into one binomial); the augmented sweep then costs the number of trials (lanes) for the augmentation
+and the number of rows for the location blocks.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ class MixedStructure(NamedTuple):
         with a scalar prior, a larger block a correlated term with a covariance prior.
     chains
         Chains of nested factors (coarsest first); each is drawn as one exact block.
+    family
+        The outcome family's name (:mod:`mlgibbs.families`): ``"gaussian"`` or a binomial-type family,
+        whose kernel draws augmentation variables (:mod:`mlgibbs.conditionals.augmentation`).
     """
 
     p: int
@@ -60,6 +68,7 @@ class MixedStructure(NamedTuple):
     intercepts: tuple[int, ...]
     cov_blocks: tuple[tuple[tuple[int, int], ...], ...]
     chains: tuple[tuple[int, ...], ...]
+    family: str = "gaussian"
 
     @property
     def num_factors(self) -> int:
@@ -124,6 +133,10 @@ class MixedData(NamedTuple):
         the prior on ``Sigma_f``, and the state's ``Sigma_f`` is in those coordinates (so the
         precision of ``b_f`` is ``C_f^{-T} Sigma_f^{-1} C_f^{-1}``). The identity unless the factor
         has a varying intercept and slopes.
+    trials, lane_rows, lane_position
+        Binomial-type families only (``None`` for the Gaussian): ``t`` holds each row's successes,
+        ``trials`` its number of trials ``m_r``; the ``N = sum m_r`` *lanes* are the trials, lane ``l``
+        trial number ``lane_position[l]`` of row ``lane_rows[l]`` (int32).
     """
 
     W: jax.Array
@@ -136,3 +149,6 @@ class MixedData(NamedTuple):
     location_prior: LocationPrior
     y_scale: jax.Array
     coef_maps: tuple[jax.Array, ...]
+    trials: jax.Array | None = None
+    lane_rows: jax.Array | None = None
+    lane_position: jax.Array | None = None

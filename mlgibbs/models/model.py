@@ -12,6 +12,7 @@ import numpy as np
 from mlgibbs._lazy import pandas as pd
 
 from mlgibbs.base import GibbsState
+from mlgibbs.families import get_family
 from mlgibbs.models import standardize as std_mod
 from mlgibbs.models.checks import check_proper_posterior, check_residual_variation, check_resolution
 from mlgibbs.models.data import LinearData, sufficient_statistics, to_device
@@ -215,6 +216,8 @@ class Model:
         *,
         dtype=None,
         standardize: bool = True,
+        family: str | None = None,
+        trials=None,
     ) -> "Model":
         """Build a model from an lme4-style formula.
 
@@ -244,6 +247,14 @@ class Model:
             offset responses, uncentred and nearly collinear predictors; draws are mapped back on
             output. ``False``: the kernels see the user's coordinates unchanged (``model.data`` holds
             the raw statistics; for tests and for users who compose kernels by hand).
+        family
+            The outcome family (:mod:`mlgibbs.families`): ``"gaussian"`` (default), ``"bernoulli"``
+            (0/1 response, logit link), ``"binomial"`` (successes of ``trials``, logit link) or
+            ``"probit"`` (0/1 response, or successes of ``trials``, probit link). Any family but the
+            Gaussian builds a :class:`~mlgibbs.models.mixed.MixedModel` (names ``alpha_<g>``,
+            ``sigma_<g>``, ... also for ``(1 | g)``) and needs a grouping term.
+        trials
+            Binomial-type families: the column holding each row's number of trials, or one integer.
 
         Examples
         --------
@@ -255,12 +266,18 @@ class Model:
         """
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-        if _is_general(formula):
+        glm = not get_family(family).gaussian
+        if glm and (not isinstance(formula, str) or "|" not in formula):
+            raise ValueError(f"family={family!r} needs a grouping term such as (1 | g) in the formula; models "
+                             "without groups are not available for it yet")
+        if glm or _is_general(formula):
             from mlgibbs.models.mixed import MixedModel
 
             if not standardize:
-                raise ValueError("standardize=False is only available for the varying-intercept model")
-            return MixedModel.from_formula(formula, data, priors, dtype=dtype)
+                raise ValueError("standardize=False is only available for the Gaussian varying-intercept model")
+            return MixedModel.from_formula(formula, data, priors, dtype=dtype, family=family, trials=trials)
+        if trials is not None:
+            raise ValueError("trials= is for the binomial-type families ('binomial', 'probit'), not 'gaussian'")
         parsed = parse_formula(formula)
         y, response, design, names, spec = fixed_design(parsed.fixed, data, return_spec=True)
         if not parsed.group_terms:
@@ -301,6 +318,8 @@ class Model:
         dtype=None,
         standardize: bool = True,
         terms=None,
+        family: str | None = None,
+        trials=None,
     ) -> "Model":
         """Build a model from arrays.
 
@@ -327,18 +346,39 @@ class Model:
         response, predictors, group_name, group_labels, group_predictors
             Names for the output (default ``y``, ``x0..``, ``group``, sorted labels, ``u0..``).
             Without ``group_labels`` and with ``U`` given, labels are ``U``'s index or ``0..J-1``.
-        priors, dtype, standardize
+        priors, dtype, standardize, family
             As in :meth:`from_formula`.
+        trials
+            Binomial-type families: the number of trials of each observation, ``(n,)``, or one integer.
         """
+        glm = not get_family(family).gaussian
+        if glm and terms is None:  # a varying intercept as a Term; U's columns repeated over the rows
+            from mlgibbs.models.mixed import Term
+
+            if group is None:
+                raise ValueError(f"family={family!r} needs a grouping factor (group= or terms=); models without "
+                                 "groups are not available for it yet")
+            n_obs = np.shape(y)[0]
+            X_obs, x_names = _matrix(X, n_obs, predictors, "x", "X")
+            if U is not None and group_labels is None:
+                group_labels = list(U.index) if isinstance(U, pd.DataFrame) else list(range(np.shape(U)[0]))
+            codes, labels = encode_groups(group, group_name, n_obs, group_labels)
+            U_m, u_names = _matrix(U, len(labels), group_predictors, "u", "U")
+            X = np.column_stack([X_obs, U_m[codes]])
+            predictors = [*x_names, *u_names]
+            terms = [Term(np.asarray(labels, dtype=object)[codes], name=group_name)]
+            group = U = group_labels = group_predictors = None
         if terms is not None:
             from mlgibbs.models.mixed import MixedModel
 
             if group is not None or U is not None or group_labels is not None or group_predictors is not None:
                 raise ValueError("with terms=, pass every grouping factor as an mg.Term (not group=/U=)")
             if not standardize:
-                raise ValueError("standardize=False is only available for the varying-intercept model")
+                raise ValueError("standardize=False is only available for the Gaussian varying-intercept model")
             return MixedModel.from_arrays(y, X, terms, priors=priors, intercept=intercept, response=response,
-                                          predictors=predictors, dtype=dtype)
+                                          predictors=predictors, dtype=dtype, family=family, trials=trials)
+        if trials is not None:
+            raise ValueError("trials= is for the binomial-type families ('binomial', 'probit'), not 'gaussian'")
         y = as_float_column(y, response)
         n = y.shape[0]
         X, x_names = _matrix(X, n, predictors, "x", "X")

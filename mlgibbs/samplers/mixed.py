@@ -16,6 +16,13 @@ One sweep draws, in turn, from the full conditionals
    exact; Huang & Wand: exact two-block Gibbs through its auxiliary variables).
 
 Every draw leaves the posterior invariant; all but the half-normal variance are exact conditional draws.
+
+A binomial-type family (``structure.family``, :mod:`mlgibbs.families`) first draws its augmentation
+variables given the locations (Polya-Gamma weights for the logit link, Albert-Chib latent normals for
+the probit: :mod:`mlgibbs.conditionals.augmentation`); given them the rows form a Gaussian regression
+with row precisions ``w_r`` and working responses ``s_r / w_r``, and 1 and 3 are drawn as above with
+those weights (``sigma_y`` is not a parameter: step 2 is skipped, the state keeps ``sigma_y = 1``). The
+parameter-expanded scale moves act on that weighted regression too.
 """
 
 from __future__ import annotations
@@ -141,12 +148,14 @@ def _split_rho(structure: MixedStructure, rho):
 
 
 def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData,
-                 precisions=None) -> MixedState:
+                 precisions=None, weights=None, linear=None) -> MixedState:
     """Redraw ``rho = (beta, gamma)`` and the effects of chain ``k`` from their joint full conditional.
 
     Given the variances and the effects of the factors outside the chain (the exact block draw of
     :func:`mlgibbs.conditionals.tree.draw_chain`). ``precisions`` are the ``Sigma_f^{-1}`` when the
-    caller has them.
+    caller has them. With ``weights`` and ``linear`` (per kernel row: an augmented binomial-type model,
+    :mod:`mlgibbs.conditionals.augmentation`) the rows' likelihood is ``exp(sum_r linear_r eta_r -
+    weights_r eta_r^2 / 2)`` instead of the Gaussian's with ``sigma_y``.
     """
     F = structure.num_factors
     if precisions is None:
@@ -155,16 +164,28 @@ def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, 
     b = list(state.b)
     outside = tuple(f for f in range(F) if f not in chain)
     chain_data: ChainData = data.chains[k]
-    row_linear = chain_data.linear
-    if outside:
-        offsets = _row_effects(structure, data, b, outside)
-        cols = jnp.asarray(structure.chain_columns(k), jnp.int32)
-        fine = data.codes[:, chain[-1]]
-        row_linear = row_linear - segment_sum(data.W[:, cols] * offsets[:, None], fine,
-                                              chain_data.gram.shape[0])
+    cols = jnp.asarray(structure.chain_columns(k), jnp.int32)
+    fine = data.codes[:, chain[-1]]
+    J = chain_data.gram.shape[0]
+    if weights is None:
+        row_linear = chain_data.linear
+        inv_var_y = 1.0 / state.sigma_y**2
+        if outside:
+            offsets = _row_effects(structure, data, b, outside)
+            row_linear = row_linear - segment_sum(data.W[:, cols] * offsets[:, None], fine, J)
+    else:  # the weighted Gaussian regression of the augmented model, its statistics recomputed
+        Wc = data.W[:, cols]
+        D = Wc.shape[1]
+        gram = segment_sum(((Wc * weights[:, None])[:, :, None] * Wc[:, None, :]).reshape(-1, D * D), fine, J)
+        chain_data = chain_data._replace(gram=gram.reshape(J, D, D))
+        working = linear
+        if outside:
+            working = working - weights * _row_effects(structure, data, b, outside)
+        row_linear = segment_sum(Wc * working[:, None], fine, J)
+        inv_var_y = jnp.ones((), data.W.dtype)
     lam, h = _root_prior(structure, data, precisions, b, outside)
     rho, effects = draw_chain(rng_key, structure.chain_spec(k), chain_data, row_linear,
-                              1.0 / state.sigma_y**2, precisions, data.U, lam, h)
+                              inv_var_y, precisions, data.U, lam, h)
     for f, effect in zip(chain, effects):
         b[f] = effect
     beta, gamma = _split_rho(structure, rho)
@@ -172,7 +193,7 @@ def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, 
 
 
 def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
-                data: MixedData, resid=None, dev_rows=None) -> MixedState:
+                data: MixedData, resid=None, dev_rows=None, weights=None) -> MixedState:
     r"""Parameter-expanded group moves: rescale each scalar term's deviations and its scale together.
 
     For a scalar block ``j`` of factor ``f`` with deviations ``delta_g`` (the effects less their
@@ -195,6 +216,11 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     every ``B`` follows from one pass over the rows: ``V'V`` and ``V' (t - f)`` for the matrix ``V`` of
     all blocks' ``v``. ``resid`` (``t - f``) and ``dev_rows`` (per factor, the deviations of each row's
     group, ``(R, d_f)``) are computed when not given.
+
+    An augmented binomial-type model (``weights`` ``w_r`` given, ``sigma_y = 1``) is a Gaussian model with
+    row precisions ``w_r`` given its augmentation variables; then ``A = sum w_r v_r^2`` and ``resid`` must
+    be the weighted working residual ``s_r - w_r f_r`` (:mod:`mlgibbs.conditionals.augmentation`), so that
+    ``B = sum v_r (s_r - w_r f_r) + A``.
     """
     from mlgibbs.priors import HalfNormal, Uniform
 
@@ -209,6 +235,8 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     uniforms = jax.random.uniform(key_u, (len(blocks),), dtype)
     devs = [deviations(structure, data.U, state.gamma, state.b, f) @ data.coef_maps[f].T for f in range(F)]
     if resid is None:  # the rows' residuals t - fit at the current locations
+        if weights is not None:
+            raise ValueError("scale_moves with weights needs the weighted working residuals resid")
         resid = data.t - fitted_values(structure, data.W, data.codes, state.beta, state.b)
     if dev_rows is None:
         dev_rows = [devs[f][data.codes[:, f]] for f in range(F)]
@@ -220,7 +248,8 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
         columns.append(column * dev_rows[f][:, j])
     V = jnp.stack(columns, axis=1)                                  # (R, blocks)
     # as fused elementwise reductions: a skinny (blocks x R) @ (R x blocks) product is slow on CPU
-    gram = jnp.sum(V[:, :, None] * V[:, None, :], axis=0)
+    VW = V if weights is None else V * weights[:, None]
+    gram = jnp.sum(VW[:, :, None] * V[:, None, :], axis=0)
     cross = jnp.sum(V * resid[:, None], axis=0)
     var_y = state.sigma_y**2
     scales = [jnp.ones((d,), dtype) for d in structure.dims]       # c per coordinate of each factor
@@ -264,10 +293,17 @@ def _block_index(structure: MixedStructure, f: int, start: int) -> int:
 def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState, data: MixedData):
     """One sweep (module docstring)."""
     F = structure.num_factors
-    keys = jax.random.split(rng_key, len(structure.chains) + 3)
+    gaussian = structure.family == "gaussian"
+    keys = jax.random.split(rng_key, len(structure.chains) + 4)
     precisions = effect_precisions(state, data)
+    weights = linear = None
+    if not gaussian:  # augmentation variables given the locations, then a weighted Gaussian regression
+        from mlgibbs.conditionals.augmentation import augment
+
+        eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
+        weights, linear = augment(structure.family, keys[-4], eta, data)
     for k in range(len(structure.chains)):
-        state = update_chain(structure, k, keys[k], state, data, precisions)
+        state = update_chain(structure, k, keys[k], state, data, precisions, weights, linear)
     beta, gamma, b = state.beta, state.gamma, state.b
     devs = [deviations(structure, data.U, gamma, b, f) @ data.coef_maps[f].T for f in range(F)]
     # one gather per factor: each row's group effects and deviations (the fit and the scale moves)
@@ -278,18 +314,28 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
         rows = jnp.concatenate([b[f], devs[f]], axis=1)[data.codes[:, f]]
         fit = fit + jnp.sum(data.W[:, start:start + d] * rows[:, :d], axis=1)
         dev_rows.append(rows[:, d:])
-    resid = data.t - fit
-    rss = data.rss_floor + jnp.sum(resid**2)
+    dtype = fit.dtype
+    if gaussian:
+        resid = data.t - fit
+        rss = data.rss_floor + jnp.sum(resid**2)
+    else:  # sigma_y stays 1; the scale moves take the weighted working residuals
+        resid = linear - weights * fit
     # every scale (sigma_y and each scalar block) in one batched draw per prior family
     scalar = [(f, start) for f in range(F) for start, size in structure.cov_blocks[f] if size == 1]
-    sums = jnp.stack([rss] + [jnp.sum(devs[f][:, j] ** 2) for f, j in scalar])
-    counts = jnp.stack([data.num_obs] + [jnp.asarray(devs[f].shape[0], rss.dtype) for f, _ in scalar])
-    current = jnp.stack([state.sigma_y**2] + [state.cov[f][j, j] for f, j in scalar])
-    chosen = [priors.sigma_y] + [priors.cov[f][_block_index(structure, f, j)] for f, j in scalar]
-    variances = draw_variances(keys[-2], chosen, sums, counts, current)
-    var_y = variances[0]
+    head = [rss] if gaussian else []
+    sums = [jnp.sum(devs[f][:, j] ** 2) for f, j in scalar]
+    counts = [jnp.asarray(devs[f].shape[0], dtype) for f, _ in scalar]
+    current = [state.cov[f][j, j] for f, j in scalar]
+    chosen = [priors.cov[f][_block_index(structure, f, j)] for f, j in scalar]
+    if gaussian:
+        sums, counts = [rss] + sums, [data.num_obs] + counts
+        current, chosen = [state.sigma_y**2] + current, [priors.sigma_y] + chosen
+    variances = state.sigma_y[None] ** 2
+    if sums:
+        variances = draw_variances(keys[-2], chosen, jnp.stack(sums), jnp.stack(counts), jnp.stack(current))
+    var_y = variances[0] if gaussian else state.sigma_y**2
     cov = [jnp.zeros_like(c) for c in state.cov]
-    for (f, j), v in zip(scalar, variances[1:]):
+    for (f, j), v in zip(scalar, variances[len(head):]):
         cov[f] = cov[f].at[j, j].set(v)
     correlated = [(f, start, size) for f in range(F) for start, size in structure.cov_blocks[f] if size > 1]
     if correlated:
@@ -299,12 +345,13 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
         for key, (f, start, size) in zip(cov_keys, correlated):
             block = devs[f][:, start:start + size]
             prior = priors.cov[f][_block_index(structure, f, start)]
-            value = draw_covariance(key, prior, block.T @ block, jnp.asarray(block.shape[0], rss.dtype),
+            value = draw_covariance(key, prior, block.T @ block, jnp.asarray(block.shape[0], dtype),
                                     state.cov[f][start:start + size, start:start + size])
             cov[f] = cov[f].at[start:start + size, start:start + size].set(value)
     cov = tuple(cov)
     state = MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
-    return scale_moves(structure, priors, keys[-3], state, data, resid, dev_rows)  # locations unchanged since
+    # locations unchanged since: the residuals and deviations above are current
+    return scale_moves(structure, priors, keys[-3], state, data, resid, dev_rows, weights)
 
 
 def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedState:
@@ -318,9 +365,13 @@ def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedStat
     sizes = [1] + [d for d in structure.dims]
     u = jax.random.uniform(rng_key, (sum(sizes),), dtype, -1.0, 1.0)
     n = data.num_obs
-    spread = jnp.sqrt((data.rss_floor + jnp.sum(data.t**2)) / n)
-    spread = jnp.where(spread > 0, spread, 1.0)
-    sigma_y = 0.5 * spread * jnp.exp(u[0])
+    if structure.family == "gaussian":
+        spread = jnp.sqrt((data.rss_floor + jnp.sum(data.t**2)) / n)
+        spread = jnp.where(spread > 0, spread, 1.0)
+        sigma_y = 0.5 * spread * jnp.exp(u[0])
+    else:  # the link scale; sigma_y is not a parameter (kept at 1)
+        spread = jnp.ones((), dtype)
+        sigma_y = jnp.ones((), dtype)
     cov, b, gamma = [], [], []
     offset = 1
     for f in range(F):

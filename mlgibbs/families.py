@@ -1,0 +1,159 @@
+r"""Outcome families of the multilevel model: the likelihood of ``y`` given the linear predictor ``eta``.
+
+Every model of :class:`~mlgibbs.models.mixed.MixedModel` has the linear predictor
+
+.. math::
+
+    \eta_i = X_i \beta + \sum_f Z_{f,i}\, b_f[g_f(i)],
+
+and a family says how ``y_i`` depends on it:
+
+============  ========  ==========================================================  ===============================
+family        link      likelihood                                                  augmentation (kernel)
+============  ========  ==========================================================  ===============================
+gaussian      identity  ``N(y_i | eta_i, sigma_y^2)``                               none (conjugate)
+bernoulli     logit     ``Bernoulli(y_i | logistic(eta_i))``, ``y`` in {0, 1}        Polya-Gamma ``PG(1, eta_i)``
+binomial      logit     ``Binomial(y_i | n_i, logistic(eta_i))`` (``trials=``)        Polya-Gamma ``PG(n_i, eta_i)``
+probit        probit    ``Binomial(y_i | n_i, Phi(eta_i))`` (``n_i = 1`` default)       Albert & Chib latent normals
+============  ========  ==========================================================  ===============================
+
+Given the augmentation variables every non-Gaussian family is a weighted Gaussian regression in the
+locations (:mod:`mlgibbs.conditionals.augmentation`), so the same exact location blocks draw them. The
+families other than ``gaussian`` have no ``sigma_y``.
+
+The response is checked at build time: a Bernoulli response must hold only 0 and 1 (or booleans),
+binomial successes must be integers in ``[0, n_i]``, trials positive integers; every error names the
+column.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import gammaln, log_ndtr, ndtr
+
+__all__ = ["Family", "FAMILIES", "get_family", "check_response", "log_prob", "inverse_link", "draw_outcome"]
+
+
+class Family(NamedTuple):
+    """An outcome family (static, hashable): its ``name`` and ``link``, and whether it has trials."""
+
+    name: str
+    link: str
+    counts: bool   # binomial-type responses: successes out of trials
+
+    @property
+    def gaussian(self) -> bool:
+        return self.name == "gaussian"
+
+
+FAMILIES = {
+    "gaussian": Family("gaussian", "identity", False),
+    "bernoulli": Family("bernoulli", "logit", True),
+    "binomial": Family("binomial", "logit", True),
+    "probit": Family("probit", "probit", True),
+}
+
+
+def get_family(family) -> Family:
+    """The :class:`Family` of a name (``"gaussian"``, ``"bernoulli"``, ``"binomial"``, ``"probit"``)."""
+    if isinstance(family, Family):
+        return family
+    if family is None:
+        return FAMILIES["gaussian"]
+    if not isinstance(family, str) or family.lower() not in FAMILIES:
+        extra = ""
+        if isinstance(family, str) and family.lower() in ("poisson", "negbinomial", "logistic", "logit"):
+            extra = (" (use 'bernoulli' or 'binomial' for the logit link)" if family.lower() in ("logistic", "logit")
+                     else f" ({family!r} is not implemented yet)")
+        raise ValueError(f"family={family!r} is not available{extra}; expected one of {sorted(FAMILIES)}")
+    return FAMILIES[family.lower()]
+
+
+def check_response(family: Family, y: np.ndarray, trials, response: str, data=None):
+    """Check and return ``(y, trials)`` as float64 arrays for ``family``.
+
+    ``trials``: ``None`` (Bernoulli: 1 each), an integer, a column name of ``data`` or an array.
+    Raises ``ValueError`` naming ``response`` or the trials column.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    n = y.shape[0]
+    if family.gaussian:
+        if trials is not None:
+            raise ValueError("trials= is for the binomial-type families ('binomial', 'probit'), not 'gaussian'")
+        return y, None
+    name = "trials"
+    if trials is None:
+        if family.name == "binomial":
+            raise ValueError("family='binomial' needs trials=: the column holding the number of trials of each "
+                             "row (or one integer for every row)")
+        m = np.ones(n)
+    elif isinstance(trials, str):
+        if data is None or trials not in getattr(data, "columns", ()):
+            raise ValueError(f"trials column {trials!r} is not in the data frame")
+        name = trials
+        column = data[trials]
+        if column.isna().any():
+            raise ValueError(f"trials column {trials!r} has {int(column.isna().sum())} missing value(s); nothing is "
+                             "dropped silently")
+        m = np.asarray(column, dtype=np.float64)
+    else:
+        m = np.broadcast_to(np.asarray(trials, dtype=np.float64), (n,)).copy()
+    if family.name == "bernoulli" and np.any(m != 1):
+        raise ValueError("family='bernoulli' has one trial per row; use family='binomial' with trials=")
+    if m.shape != (n,):
+        raise ValueError(f"{name} has {m.shape[0] if m.ndim else 1} values for {n} rows of {response!r}")
+    bad = ~np.isfinite(m) | (m < 1) | (m != np.round(m))
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        raise ValueError(f"{name} must hold positive integers; rows {rows} hold {m[bad][:5].tolist()}")
+    bad = ~np.isfinite(y) | (y < 0) | (y != np.round(y))
+    if bad.any():
+        rows = np.flatnonzero(bad)[:5].tolist()
+        what = "0 or 1" if family.name in ("bernoulli",) or (trials is None) else "integer counts of successes"
+        raise ValueError(f"the response {response!r} of family {family.name!r} must hold {what}; rows {rows} hold "
+                         f"{y[bad][:5].tolist()}")
+    over = y > m
+    if over.any():
+        rows = np.flatnonzero(over)[:5].tolist()
+        what = ("0 or 1: a Bernoulli response" if trials is None
+                else f"counts of successes at most {name}")
+        raise ValueError(f"the response {response!r} must hold {what}; rows {rows} hold {y[over][:5].tolist()}"
+                         + (f" > {name} {m[over][:5].tolist()}" if trials is not None else ""))
+    if np.all(y == 0) or np.all(y == m):
+        raise ValueError(f"the response {response!r} is {'all failures' if np.all(y == 0) else 'all successes'}: "
+                         "the likelihood keeps growing as the intercept goes to "
+                         f"{'-' if np.all(y == 0) else '+'}infinity, so under a flat prior the posterior is improper")
+    return y, m
+
+
+def inverse_link(family: Family, eta):
+    """The mean of one trial: ``logistic(eta)``, ``Phi(eta)`` or ``eta`` (Gaussian)."""
+    if family.link == "logit":
+        return jax.nn.sigmoid(eta)
+    if family.link == "probit":
+        return ndtr(eta)
+    return eta
+
+
+def log_prob(family: Family, y, trials, eta):
+    """Pointwise ``log p(y_i | eta_i)`` of a non-Gaussian family (with the binomial coefficient)."""
+    if family.link == "logit":
+        log_p, log_q = jax.nn.log_sigmoid(eta), jax.nn.log_sigmoid(-eta)
+    elif family.link == "probit":
+        log_p, log_q = log_ndtr(eta), log_ndtr(-eta)
+    else:
+        raise ValueError(f"log_prob is for the binomial-type families, not {family.name!r}")
+    choose = gammaln(trials + 1.0) - gammaln(y + 1.0) - gammaln(trials - y + 1.0)
+    return choose + y * log_p + (trials - y) * log_q
+
+
+def draw_outcome(family: Family, rng_key, eta, trials):
+    """New outcomes ``y ~ Binomial(trials, inverse_link(eta))`` (float, the shape of ``eta``)."""
+    prob = inverse_link(family, eta)
+    trials = jnp.broadcast_to(jnp.asarray(trials, eta.dtype), eta.shape)
+    return jax.random.binomial(rng_key, trials, prob).astype(eta.dtype)
+

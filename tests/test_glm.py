@@ -1,0 +1,192 @@
+"""Binomial-type families: bad input, the augmentation draws, the weighted location block, the output.
+
+* Bad input: every error names the column or argument (non-binary Bernoulli response, counts above the
+  trials, negative or non-integer counts, a missing or invalid trials column, an unknown family, a
+  ``sigma_y`` prior for a family without one, a response that is all failures).
+* Albert-Chib latents: the truncated normal against SciPy's ``truncnorm`` by KS over truncation points
+  from the body to the far tail (``a`` up to 40, where an inverse-CDF draw would underflow), finite at
+  ``a = 1e4``; a draw with the wrong truncation side is rejected (power).
+* The location block given the augmentation weights: ``update_chain`` with weights ``w`` and linear
+  terms ``s`` against the dense Gaussian ``N(P^{-1} A's, P^{-1})`` with ``P = A' diag(w) A + prior``
+  written here directly (mean and covariance by z-tests over many draws); a wrong weight rejected.
+* Output: posterior variables without ``sigma_y``, pointwise binomial log likelihood (``az.loo`` works),
+  posterior predictive counts within ``[0, trials]``, the same key the same draws, ``from_arrays``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+import mlgibbs as mg
+from mlgibbs.conditionals.augmentation import truncated_normal_above
+from mlgibbs.priors import HalfNormal, Normal
+
+
+def frame(n=80, seed=0):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, 8, n)
+    x = rng.normal(size=n)
+    eta = 0.3 + 0.8 * x + rng.normal(size=8)[g]
+    m = rng.integers(1, 6, n)
+    return pd.DataFrame({"y": rng.binomial(1, 1 / (1 + np.exp(-eta))), "x": x, "g": [f"g{i}" for i in g],
+                         "m": m, "k": rng.binomial(m, 1 / (1 + np.exp(-eta)))})
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("change, family, trials, match", [
+    (lambda d: d.assign(y=d.y.where(d.index != 3, 2)), "bernoulli", None, r"'y'.*0 or 1.*\[3\]"),
+    (lambda d: d.assign(y=d.y.where(d.index != 5, 2)), "probit", None, r"'y'.*0 or 1"),
+    (lambda d: d.assign(k=d.k.where(d.index != 2, d.m + 1)), "binomial", "m", r"'k'.*at most m"),
+    (lambda d: d.assign(k=d.k.where(d.index != 2, -1)), "binomial", "m", r"'k'.*integer counts"),
+    (lambda d: d.assign(k=d.k.astype(float).where(d.index != 2, 0.5)), "binomial", "m", r"'k'.*integer"),
+    (lambda d: d, "binomial", "size", r"trials column 'size' is not in the data"),
+    (lambda d: d, "binomial", None, r"needs trials="),
+    (lambda d: d.assign(m=d.m.where(d.index != 1, 0)), "binomial", "m", r"m must hold positive integers"),
+    (lambda d: d.assign(m=d.m.astype(float).where(d.index != 1, np.nan)), "binomial", "m", r"'m' has 1 missing"),
+    (lambda d: d.assign(y=0), "bernoulli", None, r"all failures.*improper"),
+    (lambda d: d, "poisson", None, r"family='poisson' is not available"),
+    (lambda d: d, "bernoulli", 3, r"one trial per row"),
+])
+def test_bad_input_names_the_column(change, family, trials, match):
+    df = change(frame())
+    response = "k" if family == "binomial" else "y"
+    with pytest.raises(ValueError, match=match):
+        mg.Model.from_formula(f"{response} ~ x + (1 | g)", df, family=family, trials=trials)
+
+
+def test_sigma_y_prior_and_missing_groups_are_refused():
+    with pytest.raises(ValueError, match="has no residual scale sigma_y"):
+        mg.Model.from_formula("y ~ x + (1 | g)", frame(), family="bernoulli", priors={"sigma_y": HalfNormal(1.0)})
+    with pytest.raises(ValueError, match=r"needs a grouping term"):
+        mg.Model.from_formula("y ~ x", frame(), family="bernoulli")
+    with pytest.raises(ValueError, match=r"trials= is for the binomial-type families"):
+        mg.Model.from_formula("y ~ x + (1 | g)", frame(), trials="m")
+
+
+# ------------------------------------------------------------------ Albert-Chib latents
+@pytest.mark.parametrize("a", [-3.0, 0.0, 1.5, 4.9, 5.1, 8.0, 40.0])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_truncated_normal_matches_scipy(a, dtype):
+    with jax.enable_x64(dtype == jnp.float64):
+        x = np.asarray(truncated_normal_above(jax.random.key(int(a * 10) + 7), jnp.full((4000,), a, dtype)),
+                       np.float64)
+    assert np.all(np.isfinite(x)) and np.all(x >= a)
+    p = stats.kstest(x, stats.truncnorm(a, np.inf).cdf).pvalue
+    assert p > 1e-4, p
+
+
+def test_truncated_normal_far_tail_is_finite_and_a_wrong_side_is_rejected():
+    x = np.asarray(truncated_normal_above(jax.random.key(1), jnp.full((100,), 1e4, jnp.float32)))
+    assert np.all(np.isfinite(x)) and np.all(x >= 1e4) and np.all(x < 1e4 + 1e-2)
+    wrong = -np.asarray(truncated_normal_above(jax.random.key(2), jnp.full((4000,), -1.0)))   # below 1, not above
+    assert stats.kstest(wrong, stats.truncnorm(1.0, np.inf).cdf).pvalue < 1e-6
+
+
+# ------------------------------------------------------------------ the weighted location block
+def _dense_posterior(model, state, weights, linear):
+    """``N(P^{-1} h, P^{-1})`` of ``(beta, gamma, b)`` (kernel coordinates) for one factor ``(1 | g)``."""
+    data, s = model.data, model.structure
+    W = np.asarray(data.W, np.float64)
+    codes = np.asarray(data.codes)[:, 0]
+    p, J, q = s.p, model.data.U[0].shape[0], s.q[0]
+    R = W.shape[0]
+    A = np.zeros((R, p + q + J))
+    A[:, :p] = W[:, :p]
+    A[np.arange(R), p + q + codes] = W[:, p]
+    U = np.asarray(data.U[0], np.float64)
+    B = np.zeros((J, p + q + J))          # b_g - U_g gamma
+    B[:, p:p + q] = -U
+    B[:, p + q:] = np.eye(J)
+    var = float(state.cov[0][0, 0])
+    P = A.T @ (weights[:, None] * A) + B.T @ B / var + 1e-300
+    lp = data.location_prior
+    P[:p + q, :p + q] += np.asarray(lp.precision, np.float64)
+    h = A.T @ linear
+    h[:p + q] += np.asarray(lp.precision, np.float64) @ np.asarray(lp.mean, np.float64)
+    cov = np.linalg.inv(P)
+    return cov @ h, cov
+
+
+@pytest.mark.parametrize("wrong", [False, True])
+def test_weighted_location_block_is_the_dense_gaussian(wrong):
+    from mlgibbs.samplers.mixed import MixedState, update_chain
+
+    with jax.enable_x64(True):
+        model = mg.Model.from_formula("y ~ x + (1 | g)", frame(), family="bernoulli",
+                                      priors={"beta": Normal(0.0, 2.0), "g": HalfNormal(1.0)})
+        rng = np.random.default_rng(5)
+        R = model.data.W.shape[0]
+        weights = rng.uniform(0.05, 0.4, R)
+        linear = rng.normal(size=R)
+        s = model.structure
+        state = MixedState(beta=jnp.zeros(s.p), gamma=(jnp.zeros(s.q[0]),), b=(jnp.zeros((8, 1)),),
+                           sigma_y=jnp.ones(()), cov=(jnp.full((1, 1), 0.7),))
+        mean, cov = _dense_posterior(model, state, weights, linear)
+        used = weights * (1.3 if wrong else 1.0)
+
+        def draw(key):
+            new = update_chain(s, 0, key, state, model.data, weights=jnp.asarray(used), linear=jnp.asarray(linear))
+            return jnp.concatenate([new.beta, new.gamma[0], new.b[0][:, 0]])
+
+        draws = np.asarray(jax.jit(jax.vmap(draw))(jax.random.split(jax.random.key(0), 20_000)))
+    z_mean = (draws.mean(0) - mean) / np.sqrt(np.diag(cov) / draws.shape[0])
+    var = draws.var(0, ddof=1)
+    z_var = (var - np.diag(cov)) / (np.diag(cov) * np.sqrt(2.0 / draws.shape[0]))
+    z = np.concatenate([z_mean, z_var])
+    crit = stats.norm.isf(1e-3 / (2 * z.size))
+    if wrong:
+        assert np.max(np.abs(z)) > crit
+    else:
+        assert np.max(np.abs(z)) < crit, np.round(z, 2)
+
+
+# ------------------------------------------------------------------ output
+def test_output_groups_and_reproducibility():
+    df = frame()
+    model = mg.Model.from_formula("k ~ x + (1 | g)", df, family="binomial", trials="m")
+    idata = mg.sample(3, model, num_chains=2, num_warmup=200, num_draws=300, posterior_predictive=True,
+                      check_convergence=False)
+    assert "sigma_y" not in idata.posterior
+    assert set(idata.posterior.data_vars) == {"beta", "alpha_g", "gamma_g", "sigma_g"}
+    loglik = idata.log_likelihood["k"].values
+    assert loglik.shape == (2, 300, len(df)) and np.all(loglik <= 0)
+    ppc = idata.posterior_predictive["k"].values
+    assert np.all((ppc >= 0) & (ppc <= df["m"].to_numpy()) & (ppc == np.round(ppc)))
+    result = mg.loo(idata)          # ArviZ's loo on both ArviZ 0.x and 1.x
+    assert np.isfinite(result.elpd) and result.elpd_i.shape == (len(df),)
+    again = mg.sample(3, model, num_chains=2, num_warmup=200, num_draws=300, posterior_predictive=True,
+                      check_convergence=False)
+    np.testing.assert_array_equal(idata.posterior["beta"].values, again.posterior["beta"].values)
+
+
+def test_from_arrays_matches_from_formula():
+    df = frame()
+    by_formula = mg.Model.from_formula("k ~ x + (1 | g)", df, family="binomial", trials="m")
+    by_arrays = mg.Model.from_arrays(df["k"], df[["x"]], group=df["g"], family="binomial", trials=df["m"],
+                                     response="k", group_name="g")
+    a = mg.sample(0, by_formula, num_chains=2, num_warmup=100, num_draws=100, check_convergence=False)
+    b = mg.sample(0, by_arrays, num_chains=2, num_warmup=100, num_draws=100, check_convergence=False)
+    np.testing.assert_allclose(a.posterior["beta"].values, b.posterior["beta"].values, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a.posterior["sigma_g"].values, b.posterior["sigma_g"].values, rtol=1e-5)
+
+
+def test_predict_probability_and_counts():
+    df = frame()
+    model = mg.Model.from_formula("k ~ x + (1 | g)", df, family="binomial", trials="m")
+    idata = mg.sample(1, model, num_chains=2, num_warmup=200, num_draws=200, check_convergence=False)
+    new = pd.DataFrame({"x": [0.0, 2.0, -1.0], "g": ["g1", "g2", "unseen"], "m": [3, 10, 1]})
+    pred = mg.predict(idata, model, new).predictions
+    mu, eta, k = pred["mu"].values, pred["eta"].values, pred["k"].values
+    np.testing.assert_allclose(mu, 1 / (1 + np.exp(-eta)), rtol=1e-12)
+    assert np.all((k >= 0) & (k <= np.array([3, 10, 1])))
+    assert mu[..., 1].mean() > mu[..., 0].mean()          # beta[x] > 0 in these data
+    # the expected value of a known group: inverse link of the linear predictor of its draws
+    post = idata.posterior
+    eta0 = post["beta"].values[..., 0] * 0.0 + post["alpha_g"].values[:, :, list(post["g"].values).index("g1"), 0]
+    np.testing.assert_allclose(eta[..., 0], eta0, rtol=1e-10, atol=1e-12)
+    assert mg.predict(idata, model, new, trials=7).predictions["k"].values.max() <= 7
