@@ -212,6 +212,13 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     and removes the slow mixing of a scale near zero (Pastes' batches), where the conditional draws of
     ``sigma | delta`` and ``delta | sigma`` move little.
 
+    Each coordinate ``j`` of a *correlated* block (size ``s``, covariance ``Sigma``) moves the same way:
+    ``(delta_.j, Sigma) -> (c delta_.j, D Sigma D)`` with ``D = diag(1, .., c, .., 1)``; the map on the
+    symmetric ``Sigma`` has Jacobian ``|c|^{s+1}``, so ``p(c)`` is the Gaussian factor above times
+    ``p_Sigma(D Sigma D) |c|^s``, drawn by one independence Metropolis-Hastings step with the Gaussian
+    factor as proposal, accepted with ``p_Sigma(D Sigma D) |c'|^s / p_Sigma(Sigma)`` (the prior's density,
+    Huang-Wand with its auxiliaries integrated out, from ``Sigma^{-1}`` and ``log |Sigma|``).
+
     The blocks are moved in turn; a move of block ``i`` changes the residuals by ``-(c_i - 1) v_i``, so
     every ``B`` follows from one pass over the rows: ``V'V`` and ``V' (t - f)`` for the matrix ``V`` of
     all blocks' ``v``. ``resid`` (``t - f``) and ``dev_rows`` (per factor, the deviations of each row's
@@ -227,7 +234,10 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     slices = structure.column_slices()
     dtype = data.t.dtype
     F = structure.num_factors
-    blocks = [(f, start) for f in range(F) for start, size in structure.cov_blocks[f] if size == 1]
+    # every coordinate of every block: a scalar term, or one coordinate of a correlated term
+    owner = {(f, j): (start, size) for f in range(F) for start, size in structure.cov_blocks[f]
+             for j in range(start, start + size)}
+    blocks = sorted(owner)
     if not blocks:
         return state
     key_z, key_u = jax.random.split(rng_key)
@@ -254,15 +264,33 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     var_y = state.sigma_y**2
     scales = [jnp.ones((d,), dtype) for d in structure.dims]       # c per coordinate of each factor
     moved = []
+    block_precision = {}   # (f, start) -> (Sigma^{-1}, log |Sigma|) of a correlated block, at the current moves
     for i, (f, j) in enumerate(blocks):
         A = gram[i, i]
         B = cross[i] + A
         for k, c_k in enumerate(moved):
             B = B - (c_k - 1.0) * gram[i, k]
         sigma = jnp.sqrt(state.cov[f][j, j])
-        prior = priors.cov[f][_block_index(structure, f, j)]
+        start, size = owner[(f, j)]
+        prior = priors.cov[f][_block_index(structure, f, start)]
         z = normals[i]
-        if isinstance(prior, (Uniform, HalfNormal)):
+        if size > 1:   # a coordinate of a correlated block: Sigma -> D Sigma D, D = diag(1, .., c, .., 1)
+            if (f, start) not in block_precision:
+                block_precision[(f, start)] = _precision_and_log_det(state.cov[f][start:start + size,
+                                                                                  start:start + size])
+            precision, log_det = block_precision[(f, start)]
+            proposal = B / A + jnp.sqrt(var_y / A) * z
+            safe = jnp.where(proposal != 0, proposal, 1.0)
+            scale = jnp.ones((size,), dtype).at[j - start].set(1.0 / safe)
+            moved_precision = precision * scale[:, None] * scale[None, :]
+            moved_log_det = log_det + 2.0 * jnp.log(jnp.abs(safe))
+            log_ratio = (prior.log_prob_from_precision(moved_precision, moved_log_det)
+                         - prior.log_prob_from_precision(precision, log_det) + size * jnp.log(jnp.abs(safe)))
+            accept = (jnp.log(uniforms[i]) < log_ratio) & (proposal != 0)
+            c = jnp.where(accept, proposal, 1.0)
+            block_precision[(f, start)] = (jnp.where(accept, moved_precision, precision),
+                                           jnp.where(accept, moved_log_det, log_det))
+        elif isinstance(prior, (Uniform, HalfNormal)):
             precision = A / var_y
             if isinstance(prior, HalfNormal):
                 precision = precision + state.cov[f][j, j] / jnp.asarray(prior.scale, dtype) ** 2
@@ -281,9 +309,19 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
         if structure.q[f] and k >= 0:
             new_b = new_b.at[:, k].add(data.U[f] @ state.gamma[f])
         b[f] = new_b
-        size = jnp.abs(scales[f])
-        cov[f] = cov[f] * size[:, None] * size[None, :]
+        cov[f] = cov[f] * scales[f][:, None] * scales[f][None, :]     # D Sigma D (signed: correlations too)
     return state._replace(b=tuple(b), cov=tuple(cov))
+
+
+def _precision_and_log_det(cov):
+    """``(Sigma^{-1}, log |Sigma|)`` of a small block, by the elementwise Cholesky factorisation."""
+    from mlgibbs.conditionals.tree import cholesky, solve_lower
+
+    size = cov.shape[0]
+    chol = cholesky(cov[None])
+    inv_chol = solve_lower(chol, jnp.eye(size, dtype=cov.dtype)[None])[0]
+    precision = jnp.sum(inv_chol[:, :, None] * inv_chol[:, None, :], axis=0)
+    return precision, 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol[0])))
 
 
 def _block_index(structure: MixedStructure, f: int, start: int) -> int:
