@@ -45,9 +45,9 @@ def polya_gamma_augmentation(rng_key, eta, y, trials, lane_rows):
 
     ``lane_rows`` (``(N,)``, ``N = sum_r m_r``) gives each lane's row; the draw is exact.
     """
-    from mlgibbs.polyagamma import polyagamma
+    from mlgibbs.polyagamma import polyagamma_one
 
-    lanes = polyagamma(rng_key, 1, eta[lane_rows])
+    lanes = polyagamma_one(rng_key, eta[lane_rows])
     omega = segment_sum(lanes, lane_rows, eta.shape[0])
     return omega, y - 0.5 * trials
 
