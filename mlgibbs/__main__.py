@@ -5,8 +5,9 @@ Commands
 radon
     Fit the four Minnesota radon models of Gelman & Hill (2007, ch. 12-13) and print the multilevel
     posterior summary and a LOO comparison; then the nested all-states model (houses in counties in
-    states) and how the variation splits between states, counties and houses; write
-    ``radon_shrinkage.png``, ``radon_nested_shrinkage.png`` and four CSV files.
+    states) and how the variation splits between states, counties and houses; between the two, the
+    logistic model of houses above the EPA action level (4 pCi/L); write ``radon_shrinkage.png``,
+    ``radon_logistic.png``, ``radon_nested_shrinkage.png`` and six CSV files.
     See :mod:`mlgibbs.radon_job`.
 """
 
@@ -47,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
             "log_radon ~ floor + log_uranium + (1 | county). Prints the multilevel posterior summary "
             "with R-hat and ESS and a PSIS-LOO comparison; then the nested model of every state, "
             "log_radon ~ floor + log_uranium + (1 | state/fips) (houses in counties in states), with the "
-            "share of variance between states, counties and houses. Writes radon_shrinkage.png, "
-            "radon_nested_shrinkage.png, radon_multilevel_summary.csv, radon_loo_compare.csv, "
-            "radon_nested_summary.csv and radon_nested_estimates.csv to --out."
+            "share of variance between states, counties and houses; between the two, the logistic model "
+            "I(activity > 4) ~ floor + log_uranium + (1 | county) of houses above the EPA action level. "
+            "Writes radon_shrinkage.png, radon_logistic.png, radon_nested_shrinkage.png, "
+            "radon_multilevel_summary.csv, radon_loo_compare.csv, radon_logistic_summary.csv, "
+            "radon_logistic_counties.csv, radon_nested_summary.csv and radon_nested_estimates.csv to --out."
         ),
     )
     radon.add_argument("--out", default=".", help="output folder, created if missing (default: .)")

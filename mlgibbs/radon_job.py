@@ -37,6 +37,13 @@ fixed effects), :func:`nested_estimates` (state and county intercepts next to th
 whose counties are the reservations' parts in each county: a few FIPS codes of Minnesota counties
 therefore appear both as ``MN:<fips>`` and ``R5:<fips>``.
 
+Between the Minnesota models and the nested one the job fits the **logistic model** of a house
+exceeding the EPA action level of 4 pCi/L (:mod:`mlgibbs.radon_logistic`,
+:data:`~mlgibbs.radon_logistic.LOGISTIC_FORMULA`: ``I(activity > 4) ~ floor + log_uranium + (1 |
+county)``, family ``"bernoulli"``, drawn exactly by Polya-Gamma augmented Gibbs, every sweep kept),
+with the odds ratio of the floor, the probability that a basement house exceeds the level in each
+county (:func:`~mlgibbs.radon_logistic.county_probabilities`) and its figure against county uranium.
+
 Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas, never through
 ``pyplot``, so the job opens no window and the notebook shows them inline.
 """
@@ -58,6 +65,7 @@ import pandas as pd
 
 import mlgibbs as mg
 import mlgibbs.arviz as mga
+from mlgibbs import radon_logistic
 
 __all__ = [
     "MODELS",
@@ -144,6 +152,11 @@ class RadonResults:
         Paths written.
     seconds
         Wall time of the whole job.
+    nested
+        The nested all-states model (:class:`NestedResults`).
+    logistic
+        The logistic model of a house above the action level
+        (:class:`~mlgibbs.radon_logistic.LogisticResults`).
     """
 
     data: pd.DataFrame
@@ -158,6 +171,7 @@ class RadonResults:
     files: list[Path] = dataclasses.field(default_factory=list)
     seconds: float = float("nan")
     nested: "NestedResults | None" = None
+    logistic: "radon_logistic.LogisticResults | None" = None
 
 
 @dataclasses.dataclass
@@ -781,6 +795,59 @@ def _nested_section(stream: TextIO, *, seed: int, num_chains: int, num_warmup: i
                          estimates=estimates)
 
 
+def _logistic_section(stream: TextIO, data: pd.DataFrame, *, seed: int, num_chains: int,
+                      num_warmup: int, num_draws: int) -> radon_logistic.LogisticResults:
+    """Fit the logistic model of a house above the action level and print its section of the report."""
+    rl = radon_logistic
+    model, fit, seconds = rl.fit_logistic(data, seed=seed, num_chains=num_chains,
+                                          num_warmup=num_warmup, num_draws=num_draws)
+    table = rl.logistic_table(fit)
+    counties = rl.county_probabilities(fit, model, data)
+    level = f"{rl.ACTION_LEVEL:g} pCi/L"
+    above = int(counties["above"].sum())
+
+    _heading(stream, "Above the action level: logistic multilevel model")
+    _print(stream, f"  {rl.LOGISTIC_FORMULA}, family 'bernoulli' (logit link):")
+    _print(stream, f"  {len(data)} houses in {len(counties)} counties, {above} "
+                   f"({100 * above / len(data):.0f}%) above the EPA action level of {level}")
+    _print(stream, f"  Polya-Gamma augmented blocked Gibbs sampler (exact), {num_chains} chains x "
+                   f"{num_draws} draws after {num_warmup} warm-up sweeps, thin 1; fit {seconds:.1f} s")
+    _print(stream, "  priors: flat on the coefficients, uniform on sigma_county (defaults)")
+    _print(stream)
+    _print(stream, format_table(table.drop(columns=["ess_tail", "what"])))
+    _, verdict = diagnostics_ok(table)
+    _print(stream, f"diagnostics: {verdict.replace('--thin or ', '')}")  # every sweep is kept
+    _print(stream, "log-odds scale; odds_ratio[floor] = exp(beta[floor]) per draw, then summarised; "
+                   "q5, q95: 90% interval.")
+    floor, uranium = table.loc["beta[floor]"], table.loc["gamma_county[log_uranium]"]
+    ratio = table.loc["odds_ratio[floor]"]
+    _print(stream, f"The odds that a first-floor measurement exceeds {level} are {ratio['mean']:.2f} "
+                   "times those of a basement one")
+    _print(stream, f"  in the same county (90% interval {ratio['q5']:.2f}-{ratio['q95']:.2f}): a "
+                   f"basement measurement has about {np.exp(-floor['mean']):.1f} times the odds")
+    _print(stream, f"  of a first-floor one ({np.exp(-floor['q95']):.1f}-{np.exp(-floor['q5']):.1f}). "
+                   f"One unit more county log uranium multiplies the odds")
+    _print(stream, f"  by about {np.exp(uranium['mean']):.1f} ({np.exp(uranium['q5']):.1f}-"
+                   f"{np.exp(uranium['q95']):.1f}).")
+    _print(stream)
+    _print(stream, f"Probability that a basement house exceeds {level}, by county: posterior mean and "
+                   "90% interval;")
+    _print(stream, "observed: fraction of the county's houses above it (every floor). The three "
+                   "highest and the three lowest:")
+    ranked = counties.sort_values("mean", ascending=False)
+    extremes = pd.concat([ranked.head(3), ranked.tail(3)])
+    _print(stream, format_table(extremes[["houses", "observed", "log_uranium", "mean", "q5", "q95"]],
+                                digits=2))
+    top, bottom = ranked.iloc[0], ranked.iloc[-1]
+    _print(stream, f"  from {bottom['mean']:.2f} in {ranked.index[-1]} (log uranium "
+                   f"{bottom['log_uranium']:.2f}) to {top['mean']:.2f} in {ranked.index[0]} "
+                   f"({top['log_uranium']:.2f}); a basement house is more")
+    _print(stream, f"  likely than not to exceed the level in {int((counties['mean'] > 0.5).sum())} "
+                   f"of the {len(counties)} counties.")
+    return rl.LogisticResults(model=model, fit=fit, fit_seconds=seconds, table=table,
+                              counties=counties)
+
+
 def run(
     out: str | Path = ".",
     *,
@@ -792,25 +859,30 @@ def run(
     sampler: str = "gibbs",
     stream: TextIO | None = None,
 ) -> RadonResults:
-    """Fit the four Minnesota radon models and the nested all-states model, print the report and
-    write the figures and CSV files to ``out``.
+    """Fit the four Minnesota radon models, the logistic model of a house above the action level and
+    the nested all-states model, print the report and write the figures and CSV files to ``out``.
 
     Files: ``radon_shrinkage.png``, ``radon_multilevel_summary.csv``, ``radon_loo_compare.csv``
     (Minnesota); ``radon_nested_shrinkage.png`` (:func:`nested_shrinkage_figure`),
     ``radon_nested_summary.csv`` (:func:`nested_table`) and ``radon_nested_estimates.csv``
-    (:func:`nested_estimates`) (all states).
+    (:func:`nested_estimates`) (all states); ``radon_logistic.png``
+    (:func:`~mlgibbs.radon_logistic.probability_figure`), ``radon_logistic_summary.csv``
+    (:func:`~mlgibbs.radon_logistic.logistic_table`) and ``radon_logistic_counties.csv``
+    (:func:`~mlgibbs.radon_logistic.county_probabilities`) (Minnesota, above the action level).
 
     Parameters
     ----------
     out
         Output folder (created if missing).
     num_chains, num_warmup, num_draws, seed
-        Passed to :func:`fit_models` and :func:`fit_nested`.
+        Passed to :func:`fit_models`, :func:`~mlgibbs.radon_logistic.fit_logistic` and
+        :func:`fit_nested`.
     thin
-        Sweeps per kept draw of the Minnesota multilevel model (the nested model keeps every sweep).
+        Sweeps per kept draw of the Minnesota multilevel model (the logistic and nested models keep
+        every sweep).
     sampler
-        Name of the Gibbs sampler of the Minnesota models (``"gibbs"``, ``"px"``, ``"collapsed"``);
-        the nested model has one sampler, the blocked Gibbs sampler.
+        Name of the Gibbs sampler of the Minnesota Gaussian models (``"gibbs"``, ``"px"``,
+        ``"collapsed"``); the logistic and nested models have one sampler, the blocked Gibbs sampler.
     stream
         Where the report goes (default standard output).
 
@@ -884,13 +956,18 @@ def run(
                    f"{no_pool.loc[small, 'sd'].mean():.3f} without pooling, "
                    f"{partial.loc[small, 'sd'].mean():.3f} multilevel")
 
+    logistic = _logistic_section(stream, data, seed=seed, num_chains=num_chains,
+                                 num_warmup=num_warmup, num_draws=num_draws)
+
     nested = _nested_section(stream, seed=seed, num_chains=num_chains, num_warmup=num_warmup,
                              num_draws=num_draws)
 
     _heading(stream, "Files")
     files = [out / "radon_shrinkage.png", out / "radon_multilevel_summary.csv",
              out / "radon_loo_compare.csv", out / "radon_nested_shrinkage.png",
-             out / "radon_nested_summary.csv", out / "radon_nested_estimates.csv"]
+             out / "radon_nested_summary.csv", out / "radon_nested_estimates.csv",
+             out / "radon_logistic.png", out / "radon_logistic_summary.csv",
+             out / "radon_logistic_counties.csv"]
     fig = shrinkage_figure(no_pool, partial, average, seed=seed, dpi=110)
     fig.savefig(files[0])
     summary.to_csv(files[1], index_label="parameter")
@@ -898,6 +975,9 @@ def run(
     nested_shrinkage_figure(nested.estimates, seed=seed, dpi=110).savefig(files[3])
     nested.table.to_csv(files[4], index_label="parameter")
     nested.estimates.to_csv(files[5], index=False)
+    radon_logistic.probability_figure(logistic.fit, logistic.counties, dpi=110).savefig(files[6])
+    logistic.table.to_csv(files[7], index_label="parameter")
+    logistic.counties.to_csv(files[8], index_label="county")
     for path in files:
         _print(stream, f"  wrote {path}")
 
@@ -906,4 +986,4 @@ def run(
     _print(stream, f"wall time: {elapsed:.1f} s")
     return RadonResults(data=data, models=models, fits=fits, fit_seconds=seconds, summary=summary,
                         comparison=comparison, pareto_k=pareto_k, warnings=unique, thin=thin,
-                        files=files, seconds=elapsed, nested=nested)
+                        files=files, seconds=elapsed, nested=nested, logistic=logistic)

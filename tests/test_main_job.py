@@ -24,9 +24,20 @@ What is tested
   sigma_state 0.53, floor -0.740, log uranium 0.634, intercept 0.724; and the shrinkage the model
   implies: a county with one house keeps about sigma_county^2 / (sigma_county^2 + sigma_y^2) = 0.13
   of its distance from the centre it is pooled toward, a county with 30+ houses most of it.
+* The logistic model of a house above the EPA action level (``I(activity > 4) ~ floor +
+  log_uranium + (1 | county)``, family ``"bernoulli"``), from the same run: its printed section
+  (formula, table, the odds-ratio sentence, the highest and lowest counties), the files
+  ``radon_logistic_summary.csv``, ``radon_logistic_counties.csv`` and ``radon_logistic.png``; the
+  posterior means against the values of a long run (4 x 1000 draws, seeds 0-2): floor -1.33 (sd
+  0.22), log uranium 1.83 (sd 0.27), intercept 0.25 (sd 0.11), sigma_county 0.39 (sd 0.16); the
+  county probabilities in (0, 1), rising with uranium and less spread than the observed fractions.
+  In process, on a short real fit of :func:`mlgibbs.radon_logistic.fit_logistic`, the county
+  probabilities equal the mean of ``mg.predict(...).predictions["mu"]`` for basement rows of those
+  counties (the same draws: equal to round-off).
 * No ArviZ ``MigrationWarning`` (ArviZ 1.x's warning when a dropped name is used) is printed.
 * The argument parser (in process, nothing sampled) and the job's helper functions on hand-made
-  draws (no sampling), where the expected answer is known exactly.
+  draws (no sampling), where the expected answer is known exactly; for the logistic model, with the
+  posterior's names made by the same code as :func:`mlgibbs.sample`'s (``posterior_variables``).
 
 Why the tolerances are what they are
 ------------------------------------
@@ -50,6 +61,16 @@ states, so its posterior is wide and skewed (mean 0.65, sd 0.24, REML 0.53): its
 only guards against a wrong model. The shares of variance are checked to add up to 1 per row of
 means and against bands around their means (state 0.29, county 0.09, house 0.62).
 
+The logistic model's bands are about three posterior sds or more on each side of the long-run
+means (floor (-2.0, -0.7), uranium (1.0, 2.7), intercept (-0.1, 0.6), sigma_county (0.1, 0.8)); with
+4 x 200 draws the MCSE of a mean is under a fifth of a sd. The same model without uranium has
+sigma_county 0.88 (sd 0.16), outside its band. R-hat: the job keeps only 4 x 200 draws, a bulk ESS
+of 350-600 for the coefficients and 110-150 for sigma_county. For well-mixed chains with 8 split
+chains, R-hat - 1 is about (chi2_7 / 7 - 1) / (2 ESS / 8): at ESS 360 above 1.01 for a
+coefficient 6% of the time, above 1.02 0.6%; for sigma_county (ESS 125) above 1.08 about 0.1%
+(1.03 in the current run). So the checks are 1.02 and 1.08; the job's default run (4 x 1000 draws)
+gives under 1.003 for the coefficients and about 1.01 for sigma_county.
+
 The LOO ranking is a property of the data: the multilevel model beats the next best by about
 35 elpd with a standard error of the difference near 9 (about 4 SE), while the Monte Carlo error of
 an ``elpd`` from 800 draws is well under 1.
@@ -68,13 +89,24 @@ import pytest
 
 import mlgibbs as mg
 import mlgibbs.arviz as mga
-from mlgibbs import radon_job
+from mlgibbs import radon_job, radon_logistic
 from mlgibbs.__main__ import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAMES = {"complete_pooling", "no_pooling", "indicators", "multilevel"}
 
 NESTED_ROWS = list(radon_job.NESTED_ROWS)
+LOGISTIC_ROWS = list(radon_logistic.LOGISTIC_ROWS)
+LOGISTIC_HEADING = "== Above the action level: logistic multilevel model"
+
+# logistic model: parameter -> (lower, upper) bound on the posterior mean (module docstring)
+LOGISTIC_BANDS = {
+    "beta[floor]": (-2.0, -0.7),
+    "odds_ratio[floor]": (0.13, 0.5),
+    "gamma_county[Intercept]": (-0.1, 0.6),
+    "gamma_county[log_uranium]": (1.0, 2.7),
+    "sigma_county": (0.1, 0.8),
+}
 
 # nested all-states model: parameter -> (lower, upper) bound on the posterior mean (module docstring)
 NESTED_BANDS = {
@@ -135,6 +167,7 @@ def test_job_prints_every_section(job):
         "Pareto k by model",
         "== Warnings from ArviZ",
         "== Shrinkage",
+        LOGISTIC_HEADING,
         "== All states: houses in counties in states",
         "12083 houses in 480 counties (state:fips) in 8 states",
         "== Files",
@@ -266,6 +299,83 @@ def test_nested_estimates_are_labelled_and_shrunk(job):
     assert kept[one_house].median() < 0.3
     assert kept[counties["houses"] > 30].median() > 0.7
     assert np.all((counties["q5"] < counties["mean"]) & (counties["mean"] < counties["q95"]))
+
+
+# --------------------------------------------------------------- logistic model, from the job
+def test_job_prints_the_logistic_section(job):
+    proc, out = job
+    text = proc.stdout
+    assert text.index("== Shrinkage") < text.index(LOGISTIC_HEADING) < text.index("== All states")
+    section = text.split(LOGISTIC_HEADING)[1].split("== All states")[0]
+    for expected in [radon_logistic.LOGISTIC_FORMULA, "family 'bernoulli'", "919 houses in 85 counties",
+                     "406 (44%) above the EPA action level of 4 pCi/L", "Polya-Gamma",
+                     "4 chains x 200 draws after 200 warm-up sweeps", "fit ", "q5", "q95", "r_hat",
+                     "diagnostics: max R-hat", "times those of a basement one",
+                     "a basement measurement has about", "county log uranium multiplies the odds",
+                     "three highest and the three lowest", *LOGISTIC_ROWS]:
+        assert expected in section, f"missing {expected!r} in:\n{section}"
+    counties = pd.read_csv(out / "radon_logistic_counties.csv", index_col="county")
+    ranked = counties.sort_values("mean")
+    for county in list(ranked.index[:3]) + list(ranked.index[-3:]):
+        assert county in section
+    assert f"to {ranked['mean'].iloc[-1]:.2f} in {ranked.index[-1]}" in section
+
+
+def test_job_writes_the_logistic_files(job):
+    _, out = job
+    png = out / "radon_logistic.png"
+    assert png.is_file() and png.stat().st_size > 10_000
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("radon_logistic_summary.csv", "radon_logistic_counties.csv"):
+        assert (out / name).is_file() and len(pd.read_csv(out / name)) > 0
+    files = job[0].stdout.split("== Files")[1]
+    for name in ("radon_logistic.png", "radon_logistic_summary.csv", "radon_logistic_counties.csv"):
+        assert f"{name}\n" in files
+
+
+def test_logistic_summary_has_plausible_values(job):
+    _, out = job
+    table = pd.read_csv(out / "radon_logistic_summary.csv", index_col="parameter")
+    assert list(table.index) == LOGISTIC_ROWS
+    for column in ("mean", "sd", "q5", "q95", "ess_bulk", "ess_tail", "r_hat", "what"):
+        assert column in table.columns
+    for parameter, (low, high) in LOGISTIC_BANDS.items():
+        mean = table.loc[parameter, "mean"]
+        assert low < mean < high, f"{parameter}: posterior mean {mean:.3f} not in ({low}, {high})"
+    # clearly negative / positive: the whole 90% interval on one side
+    assert table.loc["beta[floor]", "q95"] < 0 and table.loc["odds_ratio[floor]", "q95"] < 1
+    assert table.loc["gamma_county[log_uranium]", "q5"] > 0
+    assert np.all(table["q5"] < table["mean"]) and np.all(table["mean"] < table["q95"])
+    assert np.all(table["sd"] > 0)
+    # the odds ratio is exp(beta) per draw: its 90% interval is the exponential of beta's
+    floor = table.loc["beta[floor]"]
+    np.testing.assert_allclose(table.loc["odds_ratio[floor]", ["q5", "q95"]].to_numpy(float),
+                               np.exp(floor[["q5", "q95"]].to_numpy(float)), rtol=0.02)
+    assert table.loc["odds_ratio[floor]", "mean"] > np.exp(floor["mean"])  # Jensen
+    # R-hat thresholds for 4 x 200 draws (module docstring)
+    coefficients = table.loc[["beta[floor]", "gamma_county[Intercept]", "gamma_county[log_uranium]"]]
+    assert np.all(coefficients["r_hat"] < 1.02), coefficients["r_hat"]
+    assert table.loc["sigma_county", "r_hat"] < 1.08
+    assert np.all(table["ess_bulk"] > 80)
+
+
+def test_logistic_county_probabilities_are_sensible(job, radon_data):
+    _, out = job
+    counties = pd.read_csv(out / "radon_logistic_counties.csv", index_col="county")
+    assert list(counties.columns) == ["houses", "above", "observed", "log_uranium", "mean", "sd",
+                                      "q5", "q95"]
+    assert len(counties) == 85 and counties["houses"].sum() == 919
+    assert counties["above"].sum() == (radon_data["activity"] > 4).sum() == 406
+    assert counties.loc["HENNEPIN", "houses"] == 105
+    np.testing.assert_allclose(counties["observed"], counties["above"] / counties["houses"])
+    assert np.all((0 < counties["q5"]) & (counties["q5"] < counties["mean"])
+                  & (counties["mean"] < counties["q95"]) & (counties["q95"] < 1))
+    # ordered with uranium on average: county intercepts are drawn around the uranium regression
+    assert counties["mean"].corr(counties["log_uranium"], method="spearman") > 0.7
+    by_third = counties.groupby(pd.qcut(counties["log_uranium"], 3, labels=False))["mean"].mean()
+    assert by_third.is_monotonic_increasing and by_third[2] - by_third[0] > 0.2
+    # partial pooling: far less spread than the raw fractions (0 or 1 in many small counties)
+    assert counties["mean"].std() < 0.6 * counties["observed"].std()
 
 
 # ------------------------------------------------------------------------ parser, in process
@@ -479,3 +589,149 @@ def test_nested_estimates_of_hand_made_draws():
     left, right = fig.axes[:2]
     assert left.get_xscale() == right.get_xscale() == "log"
     assert left.get_title().startswith("(a) 3 counties") and right.get_title().startswith("(b) 2 states")
+
+
+# ---------------------------------------------------- logistic model functions, known answers
+@pytest.fixture(scope="module")
+def logistic_model(radon_data):
+    return mg.Model.from_formula(radon_logistic.LOGISTIC_FORMULA, radon_data, family="bernoulli")
+
+
+def _logistic_fit(model, rng, num_chains=2, num_draws=40):
+    """Hand-made draws of the logistic model, named by the code that names mlgibbs.sample's output."""
+    from mlgibbs.run_mixed import posterior_variables, to_inference_data_mixed
+
+    shape = (num_chains, num_draws)
+    num_counties = len(model.factors[0].labels)
+    sigma = rng.uniform(0.2, 0.6, shape)
+    user = {"beta": rng.normal(-1.3, 0.3, shape + (1,)),
+            "alpha_county": rng.normal(0.3, 0.8, shape + (num_counties, 1)),
+            "gamma_county": np.stack([rng.normal(0.25, 0.1, shape), rng.normal(1.8, 0.3, shape)], -1),
+            "cov_county": (sigma**2)[..., None, None]}
+    return to_inference_data_mixed(model, posterior_variables(model, user)), user
+
+
+def _expit(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_logistic_table_of_hand_made_draws(logistic_model):
+    fit, user = _logistic_fit(logistic_model, np.random.default_rng(5))
+    table = radon_logistic.logistic_table(fit)
+    assert list(table.index) == LOGISTIC_ROWS
+    beta = user["beta"][..., 0].ravel()
+    np.testing.assert_allclose(table.loc["beta[floor]", ["mean", "sd", "q5", "q95"]].to_numpy(float),
+                               [beta.mean(), beta.std(ddof=1), np.quantile(beta, 0.05),
+                                np.quantile(beta, 0.95)], rtol=1e-12)
+    ratio = table.loc["odds_ratio[floor]"]
+    np.testing.assert_allclose(ratio["mean"], np.exp(beta).mean(), rtol=1e-12)
+    assert abs(ratio["mean"] - np.exp(beta.mean())) > 0.005  # per draw, then summarised
+    np.testing.assert_allclose(ratio["q95"], np.quantile(np.exp(beta), 0.95), rtol=1e-12)
+    np.testing.assert_allclose(ratio["ess_bulk"], table.loc["beta[floor]", "ess_bulk"], rtol=1e-9)
+    gamma = user["gamma_county"].reshape(-1, 2)
+    np.testing.assert_allclose(table.loc["gamma_county[Intercept]", "mean"], gamma[:, 0].mean())
+    np.testing.assert_allclose(table.loc["gamma_county[log_uranium]", "sd"], gamma[:, 1].std(ddof=1))
+    sigma = np.sqrt(user["cov_county"]).ravel()
+    np.testing.assert_allclose(table.loc["sigma_county", "q5"], np.quantile(sigma, 0.05))
+    assert np.all(np.isfinite(table[["ess_bulk", "ess_tail", "r_hat"]]))
+    assert list(table["what"]) == list(radon_logistic.LOGISTIC_ROWS.values())
+
+
+def test_county_probabilities_of_hand_made_draws(logistic_model, radon_data):
+    model = logistic_model
+    rng = np.random.default_rng(6)
+    fit, user = _logistic_fit(model, rng)
+    labels = [str(v) for v in model.factors[0].labels]
+    alpha = user["alpha_county"][..., 0].reshape(-1, len(labels))
+    beta = user["beta"][..., 0].ravel()
+    est = radon_logistic.county_probabilities(fit, model, radon_data)
+    assert list(est.index) == labels
+    for county in ("AITKIN", "HENNEPIN", "LAC QUI PARLE"):
+        j = labels.index(county)
+        p = _expit(alpha[:, j])
+        np.testing.assert_allclose(est.loc[county, ["mean", "sd", "q5", "q95"]].to_numpy(float),
+                                   [p.mean(), p.std(ddof=1), np.quantile(p, 0.05),
+                                    np.quantile(p, 0.95)], rtol=1e-12)
+        rows = radon_data[radon_data["county"] == county]
+        assert est.loc[county, "houses"] == len(rows)
+        assert est.loc[county, "above"] == (rows["activity"] > 4).sum()
+        assert est.loc[county, "log_uranium"] == rows["log_uranium"].iloc[0]
+    assert est.loc["HENNEPIN", "houses"] == 105
+    # first floor: alpha + beta
+    upstairs = radon_logistic.county_probabilities(fit, model, radon_data, floor=1)
+    j = labels.index("HENNEPIN")
+    np.testing.assert_allclose(upstairs.loc["HENNEPIN", "mean"], _expit(alpha[:, j] + beta).mean(),
+                               rtol=1e-12)
+    assert np.all(upstairs["mean"] < est["mean"])  # beta < 0 in every draw here
+
+    # a county whose intercept is log 3 in every draw: probability 3/4 exactly
+    user["alpha_county"][..., j, 0] = np.log(3.0)
+    from mlgibbs.run_mixed import posterior_variables, to_inference_data_mixed
+
+    fixed = to_inference_data_mixed(model, posterior_variables(model, user))
+    row = radon_logistic.county_probabilities(fixed, model, radon_data).loc["HENNEPIN"]
+    np.testing.assert_allclose(row[["mean", "q5", "q95"]].to_numpy(float), 0.75, rtol=1e-12)
+    assert row["sd"] < 1e-12
+
+
+def _predicted_mu(fit, model, data, counties, floor):
+    """Mean over the draws of mg.predict's probability for one row per county at ``floor``."""
+    rows = data[data["county"].isin(counties)].drop_duplicates("county").set_index("county")
+    newdata = rows.loc[list(counties), ["log_uranium"]].reset_index().assign(floor=float(floor))
+    mu = mg.predict(fit, model, newdata, new_levels="error", observations=False).predictions["mu"]
+    return np.asarray(mu.values).reshape(-1, len(counties)).mean(axis=0)
+
+
+COUNTIES = ["AITKIN", "HENNEPIN", "LAC QUI PARLE", "YELLOW MEDICINE"]
+
+
+def test_county_probabilities_equal_predict_on_hand_made_draws(logistic_model, radon_data):
+    fit, _ = _logistic_fit(logistic_model, np.random.default_rng(7))
+    for floor in (0, 1):
+        est = radon_logistic.county_probabilities(fit, logistic_model, radon_data, floor=floor)
+        np.testing.assert_allclose(est.loc[COUNTIES, "mean"],
+                                   _predicted_mu(fit, logistic_model, radon_data, COUNTIES, floor),
+                                   rtol=1e-12, atol=0)
+
+
+@pytest.fixture(scope="module")
+def short_logistic_fit(radon_data):
+    """A short real fit (2 chains x 30 draws): the layout of mg.sample's output, not its accuracy."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", mg.ConvergenceWarning)
+        return radon_logistic.fit_logistic(radon_data, seed=0, num_chains=2, num_warmup=30,
+                                           num_draws=30)
+
+
+def test_county_probabilities_equal_predict_on_sampled_draws(short_logistic_fit, radon_data):
+    model, fit, seconds = short_logistic_fit
+    assert seconds > 0 and model.family.name == "bernoulli"
+    est = radon_logistic.county_probabilities(fit, model, radon_data)
+    assert len(est) == 85
+    np.testing.assert_allclose(est.loc[COUNTIES, "mean"],
+                               _predicted_mu(fit, model, radon_data, COUNTIES, 0), rtol=1e-12, atol=0)
+    assert list(radon_logistic.logistic_table(fit).index) == LOGISTIC_ROWS
+
+
+def test_county_probabilities_rejects_a_gaussian_fit(radon_data):
+    model = mg.Model.from_formula(radon_job.MODELS["multilevel"][0], radon_data)
+    rng = np.random.default_rng(8)
+    draws = _draws(alpha=rng.normal(size=(2, 3, 85)), beta=rng.normal(size=(2, 3, 1)),
+                   gamma=rng.normal(size=(2, 3, 2)), sigma_alpha=np.full((2, 3), 0.2))
+    with pytest.raises(ValueError, match="logit-link"):
+        radon_logistic.county_probabilities(mg.to_inference_data(model, draws), model, radon_data)
+
+
+def test_probability_figure(logistic_model, radon_data):
+    fit, _ = _logistic_fit(logistic_model, np.random.default_rng(9))
+    est = radon_logistic.county_probabilities(fit, logistic_model, radon_data)
+    fig = radon_logistic.probability_figure(fit, est, dpi=50)
+    (ax,) = fig.axes
+    low, high = ax.get_ylim()
+    assert -0.1 < low < 0 and 1 < high < 1.1
+    assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    assert len(ax.get_legend().get_texts()) == 3
+    curve = ax.get_lines()[0].get_ydata()  # the population curve rises with uranium
+    assert np.all(np.diff(curve) > 0) and np.all((0 < curve) & (curve < 1))
