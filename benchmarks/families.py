@@ -1,0 +1,176 @@
+"""Benchmarks of the binomial-type families: ESS per second of mlgibbs and NumPyro NUTS in one process.
+
+Run from the repository root (after installing the package with its ``test`` extra)::
+
+    python benchmarks/families.py                      # every problem
+    python benchmarks/families.py --only cbpp verbagg
+    python benchmarks/families.py --quick              # short runs (a smoke test)
+
+Writes ``benchmarks/families.json`` and prints the Markdown table of the README.
+
+Problems (data shipped in ``mlgibbs.datasets``; the same model and priors for both samplers):
+
+* ``radon_logistic``: ``I(activity > 4) ~ floor + log_uranium + (1 | county)`` (Bernoulli, 919 houses);
+* ``cbpp``: ``incidence`` of ``size`` trials ``~ period + (1 | herd)`` (binomial, 56 rows, 842 trials);
+* ``contraception``: ``use ~ age + I(age**2) + urban + livch + (1 + urban | district)`` (Bernoulli, 1,934
+  women, correlated district intercepts and urban slopes, Huang-Wand default);
+* ``verbagg``: ``r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)`` (Bernoulli, 7,584 answers,
+  crossed subjects and items);
+* ``synthetic``: ``y ~ x + (1 | g)`` (Bernoulli) with ``n`` rows and ``J`` groups (``--synthetic-n``,
+  ``--synthetic-j``; default 1e6 and 1e4 as in the issue's target), ``x`` binary, so the kernel rows are
+  the ``2 J`` cells and the Polya-Gamma lanes the ``n`` trials.
+
+As in ``benchmarks/structures.py``: mlgibbs through :func:`mlgibbs.sample` as a user calls it (4 chains,
+500 warm-up sweeps and 1,000 draws), timed on a second call with a new key (the first call's compilation
+is reported apart); NUTS (NumPyro, 4 vectorised chains, non-centred) timed on a second run of the same
+MCMC object. The minimum of the bulk and tail ESS over *every* scalar parameter (each group effect, the
+fixed effects, the scales, correlations) per second of sampling; ``ratio`` is mlgibbs's over NUTS's.
+
+``--chains-scaling`` times sweeps of the logistic radon model with 4 and 1,000 vmapped chains (one call
+each): the cost per chain-sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+os.environ.setdefault("MLGIBBS_COMPILATION_CACHE", "0")   # compile times are measured
+
+import jax  # noqa: E402
+
+import mlgibbs as mg  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from structures import rate, run_mlgibbs, run_nuts  # noqa: E402
+
+from mlgibbs.priors import HalfNormal, Normal  # noqa: E402
+
+
+def synthetic(n: int, J: int, seed: int = 0):
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, J, n)
+    x = rng.integers(0, 2, n).astype(float)
+    eta = -0.5 + 0.8 * x + 0.7 * rng.normal(size=J)[g]
+    y = (rng.random(n) < 1.0 / (1.0 + np.exp(-eta))).astype(int)
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+def problems(n_synth: int, j_synth: int):
+    d = mg.datasets
+    return {
+        "radon_logistic": ("I(activity > 4) ~ floor + log_uranium + (1 | county)", d.load_radon, {}, "bernoulli",
+                           None),
+        "cbpp": ("incidence ~ period + (1 | herd)", d.load_cbpp, {"herd": HalfNormal(1.0)}, "binomial", "size"),
+        "contraception": ("use ~ age + I(age**2) + urban + livch + (1 + urban | district)", d.load_contraception,
+                          {"beta": Normal(0.0, 5.0)}, "bernoulli", None),
+        "verbagg": ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", d.load_verbagg, {}, "bernoulli",
+                    None),
+        "synthetic": ("y ~ x + (1 | g)", lambda: synthetic(n_synth, j_synth), {}, "bernoulli", None),
+    }
+
+
+def chains_scaling(log, counts=(4, 1000), sweeps=200):
+    """Seconds per chain-sweep of the logistic radon model with ``counts`` vmapped chains (one call each)."""
+    model = mg.Model.from_formula("I(activity > 4) ~ floor + log_uranium + (1 | county)", mg.datasets.load_radon(),
+                                  family="bernoulli")
+    rows = []
+    for chains in counts:
+        kwargs = dict(num_chains=chains, num_warmup=0, num_draws=sweeps, log_likelihood=False,
+                      check_convergence=False, var_names=["beta"])
+        mg.sample(0, model, **kwargs)                       # compiles
+        t0 = time.perf_counter()
+        mg.sample(1, model, **kwargs)
+        s = time.perf_counter() - t0
+        row = {"chains": chains, "sweeps": sweeps, "seconds": s, "us_per_chain_sweep": 1e6 * s / (chains * sweeps)}
+        log(f"  {chains:>5} chains: {s:6.2f} s for {sweeps} sweeps, {row['us_per_chain_sweep']:.1f} us per chain-sweep")
+        rows.append(row)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", default=None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--no-nuts", action="store_true")
+    parser.add_argument("--synthetic-n", type=int, default=1_000_000)
+    parser.add_argument("--synthetic-j", type=int, default=10_000)
+    parser.add_argument("--chains-scaling", action="store_true")
+    parser.add_argument("--out", default=str(HERE / "families.json"))
+    args = parser.parse_args(argv)
+
+    def log(msg):
+        print(msg, flush=True)
+
+    chains, warmup, draws = 4, 500, 1000
+    nuts_sizes = {"synthetic": (100, 100), "verbagg": (500, 500)}
+    if args.quick:
+        warmup, draws = 100, 200
+    results = {"machine": {"python": sys.version.split()[0], "platform": platform.platform(),
+                           "cpus": os.cpu_count(), "jax": jax.__version__},
+               "date": time.strftime("%Y-%m-%d"), "problems": {}}
+    out_path = Path(args.out)
+    if out_path.exists():   # keep the rows of problems not rerun
+        previous = json.loads(out_path.read_text())
+        results["problems"].update(previous.get("problems", {}))
+        if "chains_scaling" in previous:
+            results["chains_scaling"] = previous["chains_scaling"]
+    for name, (formula, load, priors, family, trials) in problems(args.synthetic_n, args.synthetic_j).items():
+        if args.only is not None and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        model = mg.Model.from_formula(formula, load(), priors=priors, family=family, trials=trials)
+        build = time.perf_counter() - t0
+        row = run_mlgibbs(model, chains, warmup, draws)
+        row["build_s"] = build
+        log(f"{name:>15} mlgibbs: min ESS {min(row['min_ess_bulk'], row['min_ess_tail']):7.0f}  "
+            f"sample {row['sample_s']:6.2f}s  first call {row['first_call_s']:6.2f}s  R-hat {row['max_rhat']:.3f}")
+        entry = {"formula": formula, "family": family, "n": model.num_obs,
+                 "kernel_rows": int(model.data.W.shape[0]), "lanes": int(model.data.lane_rows.shape[0]),
+                 "mlgibbs": row}
+        if not args.no_nuts:
+            nw, nd = nuts_sizes.get(name, (warmup, draws))
+            if args.quick:
+                nw, nd = min(nw, 100), min(nd, 100)
+            nuts = run_nuts(model, chains, nw, nd)
+            log(f"{name:>15}    nuts: min ESS {min(nuts['min_ess_bulk'], nuts['min_ess_tail']):7.0f}  "
+                f"sample {nuts['sample_s']:6.2f}s  first call {nuts['first_call_s']:6.2f}s  "
+                f"R-hat {nuts['max_rhat']:.3f}")
+            entry["nuts"] = nuts
+            entry["ratio"] = rate(row) / rate(nuts)
+            entry["ratio_first_call"] = rate(row, True) / rate(nuts, True)
+            log(f"{name:>15}   ratio: {entry['ratio']:.1f}x (first call included: {entry['ratio_first_call']:.1f}x)")
+        results["problems"][name] = entry
+        out_path.write_text(json.dumps(results, indent=1))
+    if args.chains_scaling:
+        results["chains_scaling"] = chains_scaling(log, sweeps=50 if args.quick else 200)
+    out_path.write_text(json.dumps(results, indent=1))
+    print()
+    print("| problem | family | n | parameters | mlgibbs min ESS/s | NUTS min ESS/s | ratio | incl. compile | "
+          "mlgibbs first call |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, e in results["problems"].items():
+        m = e["mlgibbs"]
+        nuts = e.get("nuts")
+        head = f"| {name} | {e['family']} | {e['n']:,} | {m['num_parameters']:,} | {rate(m):,.0f} |"
+        if nuts:
+            print(f"{head} {rate(nuts):,.1f} | {e['ratio']:,.0f}x | {e['ratio_first_call']:,.0f}x | "
+                  f"{m['first_call_s']:.1f} s |")
+        else:
+            print(f"{head} | | | {m['first_call_s']:.1f} s |")
+
+
+if __name__ == "__main__":
+    main()
