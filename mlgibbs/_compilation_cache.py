@@ -14,6 +14,13 @@ mlgibbs turns it on, under these rules:
   directory shared between machines never hands a program compiled for one CPU to another (XLA's
   own loader also refuses a mismatched machine; this keeps such entries from being written over
   each other), and a directory that cannot be created or written leaves the cache off;
+* entries appear atomically: JAX (0.10, 0.12) writes a cache file in place, so a process killed while
+  writing, or a reader racing a writer, leaves or sees a truncated entry, and loading a truncated
+  executable *aborts the process* inside XLA (seen twice on this project's CI, in two test processes,
+  with the folder shared by earlier runs). :func:`enable` therefore wraps JAX's ``LRUCache.put`` to write
+  a temporary file and rename it into place (``os.replace``: atomic on one file system); and the
+  folder name carries a generation (:data:`GENERATION`) so that entries written before this fix are
+  never read;
 * programs that compile in under 0.2 s are not written (JAX's own threshold is 1 s, which would
   leave out most of ours); the threshold is only lowered when the user has left JAX's default.
 
@@ -29,12 +36,16 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import uuid
 from pathlib import Path
 
 __all__ = ["cache_directory", "enable", "machine_fingerprint"]
 
 #: Environment variable: ``0``/``off`` to keep the cache off, or a directory to use.
 ENV = "MLGIBBS_COMPILATION_CACHE"
+
+#: Bumped when entries written by earlier versions must not be read (v2: entries written atomically).
+GENERATION = "v2"
 
 #: Programs compiling faster than this (seconds) are not written to the cache.
 MIN_COMPILE_SECONDS = 0.2
@@ -66,7 +77,7 @@ def cache_directory() -> Path | None:
     import jax
 
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "mlgibbs" / f"jax-{jax.__version__}-{machine_fingerprint()}"
+    return base / "mlgibbs" / f"jax-{jax.__version__}-{machine_fingerprint()}-{GENERATION}"
 
 
 def enable() -> Path | None:
@@ -85,7 +96,48 @@ def enable() -> Path | None:
         probe.unlink()
     except OSError:
         return None
+    if not _atomic_writes():
+        return None   # a JAX whose cache we cannot make crash-safe: leave it off
     jax.config.update("jax_compilation_cache_dir", str(directory))
     if jax.config.jax_persistent_cache_min_compile_time_secs == 1.0:  # JAX's default: lower it
         jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     return directory
+
+
+def _atomic_writes() -> bool:
+    """Make JAX's persistent cache write each entry to a temporary file and rename it into place.
+
+    Returns ``False`` (leave the cache off) when JAX's cache class is not the one this was written for.
+    """
+    try:
+        from jax._src import lru_cache
+    except ImportError:
+        return False
+    cls = getattr(lru_cache, "LRUCache", None)
+    suffix = getattr(lru_cache, "_CACHE_SUFFIX", None)
+    atime = getattr(lru_cache, "_ATIME_SUFFIX", None)
+    if cls is None or suffix is None or not hasattr(cls, "put"):
+        return False
+    if getattr(cls.put, "_mlgibbs_atomic", False):
+        return True
+    original = cls.put
+
+    def put(self, key: str, value: bytes) -> None:
+        path = getattr(self, "path", None)
+        if not key or not isinstance(path, Path):   # remote stores: JAX's own behaviour
+            return original(self, key, value)
+        final = path / f"{key}{suffix}"
+        if final.exists():
+            return None
+        temporary = f"{key}.partial-{os.getpid()}-{uuid.uuid4().hex}"
+        original(self, temporary, value)          # JAX's write (and its eviction), under a name no reader asks for
+        written = path / f"{temporary}{suffix}"
+        if written.exists():
+            os.replace(written, final)
+        if atime is not None and (path / f"{temporary}{atime}").exists():
+            os.replace(path / f"{temporary}{atime}", path / f"{key}{atime}")
+        return None
+
+    put._mlgibbs_atomic = True
+    cls.put = put
+    return True

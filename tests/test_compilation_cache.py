@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +44,7 @@ def test_default_folder_is_per_jax_version_and_machine(tmp_path):
     from mlgibbs import _compilation_cache
 
     out = report({"XDG_CACHE_HOME": str(tmp_path)})
-    expected = tmp_path / "mlgibbs" / f"jax-{jax.__version__}-{_compilation_cache.machine_fingerprint()}"
+    expected = tmp_path / "mlgibbs" / f"jax-{jax.__version__}-{_compilation_cache.machine_fingerprint()}-{_compilation_cache.GENERATION}"
     assert out["dir"] == str(expected) == out["mlgibbs"]
     assert out["min_time"] == pytest.approx(_compilation_cache.MIN_COMPILE_SECONDS)
 
@@ -94,3 +95,32 @@ print("REPORT", json.dumps({"hits": len(hits)}))
     assert any(tmp_path.iterdir()), "nothing was written to the cache"
     second = report(env, code)
     assert first["hits"] == 0 and second["hits"] >= 1, (first, second)
+
+
+def test_entries_are_written_atomically(tmp_path):
+    """JAX's cache writes through a temporary name and renames it into place: no reader ever sees a
+    partial entry (a truncated executable aborts the reading process inside XLA)."""
+    from jax._src import lru_cache
+
+    from mlgibbs import _compilation_cache as cc
+
+    assert cc._atomic_writes()
+    assert getattr(lru_cache.LRUCache.put, "_mlgibbs_atomic", False)
+    cache = lru_cache.LRUCache(str(tmp_path), max_size=-1)     # -1: no eviction (JAX's default)
+    seen = []
+    real = Path.write_bytes
+
+    def spy(self, data):
+        seen.append(self.name)
+        return real(self, data)
+
+    Path.write_bytes = spy
+    try:
+        cache.put("abc", b"x" * 1000)
+    finally:
+        Path.write_bytes = real
+    assert seen and all(".partial-" in name for name in seen)            # never written under the final name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abc-cache"]
+    assert cache.get("abc") == b"x" * 1000
+    cache.put("abc", b"other")                                           # an existing entry is kept
+    assert cache.get("abc") == b"x" * 1000
