@@ -1,19 +1,14 @@
-"""JAX's persistent compilation cache, opt-in (``MLGIBBS_COMPILATION_CACHE=1``).
+"""JAX's persistent compilation cache, turned on for mlgibbs users where it is safe.
 
 Compiling a sampler takes seconds on a laptop CPU; running it, a fraction of one. JAX can keep
 compiled programs on disk and load them in a later process (its persistent compilation cache), which
-takes a new Python session from compiling to loading. JAX leaves it off by default, and so does
-mlgibbs since 2026-12-03: on this project's CI (Python 3.11, JAX 0.10.2, CPU) processes using it died
-three times inside XLA, twice loading an entry (abort) and once *writing* one (segmentation fault in the
-executable's serialization), each time on a Polya-Gamma program, never reproduced on demand. A crash
-is worse than a slow first call, so importing mlgibbs turns the cache on only when asked, under these
-rules:
+takes a new Python session from compiling to loading. JAX leaves it off by default; importing
+mlgibbs turns it on, under these rules:
 
 * never over a choice of the user's: if ``jax_compilation_cache_dir`` is already set (by
   ``JAX_COMPILATION_CACHE_DIR`` or ``jax.config.update``), nothing changes;
-* ``MLGIBBS_COMPILATION_CACHE`` unset, empty, ``0`` (or ``off``, ``false``, ``no``) keeps it off;
-  ``1`` (or ``on``, ``true``, ``yes``) turns it on in the default directory; any other value is taken
-  as the directory to use;
+* ``MLGIBBS_COMPILATION_CACHE=0`` (or ``off``, ``false``, ``no``) keeps it off; any other value is
+  taken as the directory to use;
 * the default directory is ``$XDG_CACHE_HOME/mlgibbs`` (``~/.cache/mlgibbs``) with one folder per
   JAX version and machine fingerprint (processor model and instruction-set flags), so that a home
   directory shared between machines never hands a program compiled for one CPU to another (XLA's
@@ -73,11 +68,11 @@ def machine_fingerprint() -> str:
 
 
 def cache_directory() -> Path | None:
-    """The directory mlgibbs would use, or ``None`` when the cache is off (the default; :data:`ENV`)."""
+    """The directory mlgibbs would use, or ``None`` when the cache is switched off by :data:`ENV`."""
     setting = os.environ.get(ENV, "").strip()
-    if setting.lower() in ("", "0", "off", "false", "no"):
+    if setting.lower() in ("0", "off", "false", "no"):
         return None
-    if setting.lower() not in ("1", "on", "true", "yes"):
+    if setting:
         return Path(setting).expanduser()
     import jax
 

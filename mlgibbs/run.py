@@ -404,6 +404,7 @@ def sample(
     ...                               mg.datasets.load_radon())
     >>> idata = mg.sample(0, model, num_chains=4, num_warmup=500, num_draws=1000)
     """
+    from mlgibbs._mappings import release_if_needed
     from mlgibbs.arviz import to_inference_data
 
     rng_key = as_key(rng_key)
@@ -413,6 +414,7 @@ def sample(
                              ("num_warmup", num_warmup, 0), ("thin", thin, 1)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    release_if_needed()   # a long session's programs kept below the OS's cap on mappings (mlgibbs/_mappings.py)
     if isinstance(model, MixedModel):
         from mlgibbs.run_mixed import sample_mixed
 
