@@ -479,6 +479,15 @@ def test_nesting_silent_for_unique_nested_labels(radon_states):
     _silent(radon_states, [("state",), ("state", "county")])              # (1 | state/county)
 
 
+def test_nesting_silent_for_a_coarser_factor_over_its_nested_one():
+    """grouseticks: broods exactly nested in locations, many locations with one brood, others with
+    several; (1 | BROOD) + (1 | LOCATION) is right as written (it warned before, in either order)."""
+    df = mg.datasets.load_grouseticks()
+    _silent(df, [("BROOD",), ("LOCATION",)])
+    _silent(df, [("LOCATION",), ("BROOD",)])
+    _silent(df, [("BROOD",), ("INDEX",), ("LOCATION",)])
+
+
 def test_nesting_silent_for_crossed_designs():
     """Penicillin's design: each of 6 samples on each of 24 plates."""
     plates, samples = np.meshgrid(list("abcdefghijklmnopqrstuvwx"), list("ABCDEF"), indexing="ij")

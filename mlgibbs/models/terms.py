@@ -638,7 +638,9 @@ def check_implicit_nesting(data, factors: list[tuple[str, ...]]) -> None:
     a :class:`NestingWarning` then names both columns, how many labels of ``B`` repeat with an
     example, and the fix, ``(1 | A/B)`` (that is ``(1 | A) + (1 | A:B)``).
 
-    An exactly nested factor with unique labels (``fips``) is silent, and so is a crossed design
+    An exactly nested factor with unique labels (``fips``) is silent, in either order of the terms (``A``
+    exactly nested in ``B`` makes ``B`` the coarser factor, whose labels naturally sit under several
+    levels of ``A``: grouseticks' locations over their broods), and so is a crossed design
     (Penicillin: every sample on every plate), where most labels occur under several levels.
     Labels that repeat under *every* level (Pastes' casks ``a, b, c`` under each batch) look
     exactly like a crossed design and cannot be told apart from the data: write ``(1 | batch/cask)``
@@ -666,6 +668,8 @@ def check_implicit_nesting(data, factors: list[tuple[str, ...]]) -> None:
             if outer == inner:
                 continue
             pairs = data[[outer, inner]].dropna().drop_duplicates()
+            if pairs[outer].is_unique:   # outer nested in inner (broods in locations): inner is the coarser
+                continue
             levels_per_label = pairs.groupby(inner, sort=False, observed=True)[outer].size()
             repeated = levels_per_label[levels_per_label >= 2]
             num_labels = len(levels_per_label)
