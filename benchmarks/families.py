@@ -52,7 +52,7 @@ import mlgibbs as mg  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from structures import rate, run_mlgibbs, run_nuts  # noqa: E402
+from structures import compare, rate  # noqa: E402
 
 from mlgibbs.priors import HalfNormal, Normal  # noqa: E402
 
@@ -133,25 +133,11 @@ def main(argv=None):
         t0 = time.perf_counter()
         model = mg.Model.from_formula(formula, load(), priors=priors, family=family, trials=trials)
         build = time.perf_counter() - t0
-        row = run_mlgibbs(model, chains, warmup, draws)
-        row["build_s"] = build
-        log(f"{name:>15} mlgibbs: min ESS {min(row['min_ess_bulk'], row['min_ess_tail']):7.0f}  "
-            f"sample {row['sample_s']:6.2f}s  first call {row['first_call_s']:6.2f}s  R-hat {row['max_rhat']:.3f}")
         entry = {"formula": formula, "family": family, "n": model.num_obs,
                  "kernel_rows": int(model.data.W.shape[0]), "lanes": int(model.data.lane_rows.shape[0]),
-                 "mlgibbs": row}
-        if not args.no_nuts:
-            nw, nd = nuts_sizes.get(name, (warmup, draws))
-            if args.quick:
-                nw, nd = min(nw, 100), min(nd, 100)
-            nuts = run_nuts(model, chains, nw, nd)
-            log(f"{name:>15}    nuts: min ESS {min(nuts['min_ess_bulk'], nuts['min_ess_tail']):7.0f}  "
-                f"sample {nuts['sample_s']:6.2f}s  first call {nuts['first_call_s']:6.2f}s  "
-                f"R-hat {nuts['max_rhat']:.3f}")
-            entry["nuts"] = nuts
-            entry["ratio"] = rate(row) / rate(nuts)
-            entry["ratio_first_call"] = rate(row, True) / rate(nuts, True)
-            log(f"{name:>15}   ratio: {entry['ratio']:.1f}x (first call included: {entry['ratio_first_call']:.1f}x)")
+                 **compare(log, name, model, chains, warmup, draws, nuts_sizes=nuts_sizes, quick=args.quick,
+                           with_nuts=not args.no_nuts, width=15)}
+        entry["mlgibbs"]["build_s"] = build
         results["problems"][name] = entry
         out_path.write_text(json.dumps(results, indent=1))
     if args.chains_scaling:

@@ -134,6 +134,29 @@ def rate(row, with_compile=False):
     return ess / (row["first_call_s"] if with_compile else row["sample_s"])
 
 
+def compare(log, name, model, chains, warmup, draws, *, nuts_sizes, quick, with_nuts, width=13):
+    """One problem side by side: :func:`run_mlgibbs`, then (``with_nuts``) :func:`run_nuts` with the
+    problem's sizes from ``nuts_sizes`` (at most 100 + 100 when ``quick``), each logged; returns the
+    ``mlgibbs``, ``nuts``, ``ratio`` and ``ratio_first_call`` entries of the results file."""
+    row = run_mlgibbs(model, chains, warmup, draws)
+    log(f"{name:>{width}} mlgibbs: min ESS {min(row['min_ess_bulk'], row['min_ess_tail']):7.0f}  "
+        f"sample {row['sample_s']:6.2f}s  first call {row['first_call_s']:6.2f}s  R-hat {row['max_rhat']:.3f}")
+    entry = {"mlgibbs": row}
+    if with_nuts:
+        nw, nd = nuts_sizes.get(name, (warmup, draws))
+        if quick:
+            nw, nd = min(nw, 100), min(nd, 100)
+        nuts = run_nuts(model, chains, nw, nd)
+        log(f"{name:>{width}}    nuts: min ESS {min(nuts['min_ess_bulk'], nuts['min_ess_tail']):7.0f}  "
+            f"sample {nuts['sample_s']:6.2f}s  first call {nuts['first_call_s']:6.2f}s  "
+            f"R-hat {nuts['max_rhat']:.3f}")
+        entry["nuts"] = nuts
+        entry["ratio"] = rate(row) / rate(nuts)
+        entry["ratio_first_call"] = rate(row, True) / rate(nuts, True)
+        log(f"{name:>{width}}   ratio: {entry['ratio']:.1f}x (first call included: {entry['ratio_first_call']:.1f}x)")
+    return entry
+
+
 def sweep_cost(log, sizes=(1_000, 10_000, 100_000, 1_000_000)):
     """Seconds per 4-chain sweep at a fixed design of 50 x 10 cells, for growing ``n``."""
     rows = []
@@ -183,23 +206,9 @@ def main(argv=None):
         if args.only and name not in args.only:
             continue
         model = mg.Model.from_formula(formula, load(), priors=priors)
-        row = run_mlgibbs(model, chains, warmup, draws)
-        log(f"{name:>13} mlgibbs: min ESS {min(row['min_ess_bulk'], row['min_ess_tail']):7.0f}  "
-            f"sample {row['sample_s']:6.2f}s  first call {row['first_call_s']:6.2f}s  R-hat {row['max_rhat']:.3f}")
-        entry = {"formula": formula, "n": model.num_obs, "mlgibbs": row}
-        if not args.no_nuts:
-            nw, nd = nuts_sizes.get(name, (warmup, draws))
-            if args.quick:
-                nw, nd = min(nw, 100), min(nd, 100)
-            nuts = run_nuts(model, chains, nw, nd)
-            log(f"{name:>13}    nuts: min ESS {min(nuts['min_ess_bulk'], nuts['min_ess_tail']):7.0f}  "
-                f"sample {nuts['sample_s']:6.2f}s  first call {nuts['first_call_s']:6.2f}s  "
-                f"R-hat {nuts['max_rhat']:.3f}")
-            entry["nuts"] = nuts
-            entry["ratio"] = rate(row) / rate(nuts)
-            entry["ratio_first_call"] = rate(row, True) / rate(nuts, True)
-            log(f"{name:>13}   ratio: {entry['ratio']:.1f}x (first call included: {entry['ratio_first_call']:.1f}x)")
-        results["problems"][name] = entry
+        results["problems"][name] = {"formula": formula, "n": model.num_obs,
+                                     **compare(log, name, model, chains, warmup, draws, nuts_sizes=nuts_sizes,
+                                               quick=args.quick, with_nuts=not args.no_nuts)}
     if not args.only or "sweep_cost" in args.only:
         results["sweep_cost"] = sweep_cost(log, (1_000, 10_000) if args.quick else (1_000, 10_000, 100_000, 1_000_000))
     Path(args.out).write_text(json.dumps(results, indent=1))
