@@ -15,9 +15,9 @@ mlgibbs turns it on, under these rules:
   own loader also refuses a mismatched machine; this keeps such entries from being written over
   each other), and a directory that cannot be created or written leaves the cache off;
 * entries appear atomically: JAX (0.10, 0.12) writes a cache file in place, so a process killed while
-  writing, or a reader racing a writer, leaves or sees a truncated entry, and loading a truncated
-  executable *aborts the process* inside XLA (seen twice on this project's CI, in two test processes,
-  with the folder shared by earlier runs). :func:`enable` therefore wraps JAX's ``LRUCache.put`` to write
+  writing, or a reader racing a writer, leaves or sees a truncated entry, which XLA may fail to load.
+  (The aborts inside XLA that this project's CI saw and first blamed on such entries were the process's
+  memory mappings reaching ``vm.max_map_count``: :mod:`mlgibbs._mappings`.) :func:`enable` therefore wraps JAX's ``LRUCache.put`` to write
   a temporary file and rename it into place (``os.replace``: atomic on one file system); and the
   folder name carries a generation (:data:`GENERATION`) so that entries written before this fix are
   never read;
