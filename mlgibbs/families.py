@@ -15,7 +15,15 @@ gaussian      identity  ``N(y_i | eta_i, sigma_y^2)``                           
 bernoulli     logit     ``Bernoulli(y_i | logistic(eta_i))``, ``y`` in {0, 1}        Polya-Gamma ``PG(1, eta_i)``
 binomial      logit     ``Binomial(y_i | n_i, logistic(eta_i))`` (``trials=``)        Polya-Gamma ``PG(n_i, eta_i)``
 probit        probit    ``Binomial(y_i | n_i, Phi(eta_i))`` (``n_i = 1`` default)       Albert & Chib latent normals
+negbinomial   log       ``NB(y_i | mu_i = e^{eta_i}, r)``, ``Var = mu + mu^2 / r``        Polya-Gamma ``PG(y_i + r, eta_i -
+                                                                                        log r)``; ``r`` by slice sampling
 ============  ========  ==========================================================  ===============================
+
+The negative binomial is NB2 with dispersion (shape) ``r`` (brms's ``shape``, lme4's ``theta``, NumPyro's
+``concentration``): ``p(y) = Gamma(y + r) / (Gamma(r) y!) (r / (r + mu))^r (mu / (r + mu))^y``. As a function
+of ``psi = eta - log r`` it is ``e^{psi y} / (1 + e^psi)^{y + r}``, a logistic likelihood with ``y + r``
+"trials" (Polson, Scott & Windle 2013, section 3.2). Its default prior is ``r ~ Gamma(0.01, 0.01)``
+(brms's); ``priors={"r": ...}`` takes any object with ``log_prob(r)``.
 
 Given the augmentation variables every non-Gaussian family is a weighted Gaussian regression in the
 locations (:mod:`mlgibbs.conditionals.augmentation`), so the same exact location blocks draw them. The
@@ -35,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, log_ndtr, ndtr
 
-__all__ = ["Family", "FAMILIES", "get_family", "check_response", "log_prob", "inverse_link", "draw_outcome"]
+__all__ = ["Family", "FAMILIES", "get_family", "check_response", "log_prob", "negbinomial_log_prob", "inverse_link",
+           "draw_outcome"]
 
 
 class Family(NamedTuple):
@@ -49,12 +58,18 @@ class Family(NamedTuple):
     def gaussian(self) -> bool:
         return self.name == "gaussian"
 
+    @property
+    def dispersion(self) -> bool:
+        """Whether the family has a dispersion parameter ``r`` (the negative binomial)."""
+        return self.name == "negbinomial"
+
 
 FAMILIES = {
     "gaussian": Family("gaussian", "identity", False),
     "bernoulli": Family("bernoulli", "logit", True),
     "binomial": Family("binomial", "logit", True),
     "probit": Family("probit", "probit", True),
+    "negbinomial": Family("negbinomial", "log", False),
 }
 
 
@@ -66,7 +81,7 @@ def get_family(family) -> Family:
         return FAMILIES["gaussian"]
     if not isinstance(family, str) or family.lower() not in FAMILIES:
         extra = ""
-        if isinstance(family, str) and family.lower() in ("poisson", "negbinomial", "logistic", "logit"):
+        if isinstance(family, str) and family.lower() in ("poisson", "logistic", "logit"):
             extra = (" (use 'bernoulli' or 'binomial' for the logit link)" if family.lower() in ("logistic", "logit")
                      else f" ({family!r} is not implemented yet)")
         raise ValueError(f"family={family!r} is not available{extra}; expected one of {sorted(FAMILIES)}")
@@ -81,10 +96,21 @@ def check_response(family: Family, y: np.ndarray, trials, response: str, data=No
     """
     y = np.asarray(y, dtype=np.float64)
     n = y.shape[0]
-    if family.gaussian:
+    if family.gaussian or not family.counts:
         if trials is not None:
-            raise ValueError("trials= is for the binomial-type families ('binomial', 'probit'), not 'gaussian'")
-        return y, None
+            raise ValueError(f"trials= is for the binomial-type families ('binomial', 'probit'), not "
+                             f"{family.name!r}")
+        if family.gaussian:
+            return y, None
+        bad = ~np.isfinite(y) | (y < 0) | (y != np.round(y))
+        if bad.any():
+            rows = np.flatnonzero(bad)[:5].tolist()
+            raise ValueError(f"the response {response!r} of family {family.name!r} must hold non-negative integer "
+                             f"counts; rows {rows} hold {y[bad][:5].tolist()}")
+        if np.all(y == 0):
+            raise ValueError(f"the response {response!r} is all zeros: the likelihood keeps growing as the "
+                             "intercept goes to -infinity, so under a flat prior the posterior is improper")
+        return y, np.ones(n)
     name = "trials"
     if trials is None:
         if family.name == "binomial":
@@ -131,16 +157,28 @@ def check_response(family: Family, y: np.ndarray, trials, response: str, data=No
 
 
 def inverse_link(family: Family, eta):
-    """The mean of one trial: ``logistic(eta)``, ``Phi(eta)`` or ``eta`` (Gaussian)."""
+    """The mean of one trial: ``logistic(eta)``, ``Phi(eta)``, ``exp(eta)`` or ``eta`` (Gaussian)."""
     if family.link == "logit":
         return jax.nn.sigmoid(eta)
     if family.link == "probit":
         return ndtr(eta)
+    if family.link == "log":
+        return jnp.exp(eta)
     return eta
 
 
-def log_prob(family: Family, y, trials, eta):
-    """Pointwise ``log p(y_i | eta_i)`` of a non-Gaussian family (with the binomial coefficient)."""
+def negbinomial_log_prob(y, eta, r):
+    """``log NB(y | mu = e^eta, r)`` (NB2), stable for large ``eta`` and ``r``."""
+    log_total = jnp.logaddexp(jnp.log(r), eta)                       # log(r + mu)
+    return (gammaln(y + r) - gammaln(r) - gammaln(y + 1.0)
+            + r * (jnp.log(r) - log_total) + y * (eta - log_total))
+
+
+def log_prob(family: Family, y, trials, eta, dispersion=None):
+    """Pointwise ``log p(y_i | eta_i)`` of a non-Gaussian family (with the binomial coefficient);
+    ``dispersion`` is the negative binomial's ``r``."""
+    if family.name == "negbinomial":
+        return negbinomial_log_prob(y, eta, dispersion)
     if family.link == "logit":
         log_p, log_q = jax.nn.log_sigmoid(eta), jax.nn.log_sigmoid(-eta)
     elif family.link == "probit":
@@ -151,8 +189,14 @@ def log_prob(family: Family, y, trials, eta):
     return choose + y * log_p + (trials - y) * log_q
 
 
-def draw_outcome(family: Family, rng_key, eta, trials):
-    """New outcomes ``y ~ Binomial(trials, inverse_link(eta))`` (float, the shape of ``eta``)."""
+def draw_outcome(family: Family, rng_key, eta, trials, dispersion=None):
+    """New outcomes ``y ~ Binomial(trials, inverse_link(eta))`` (float, the shape of ``eta``); the negative
+    binomial's as a gamma mixture of Poissons, ``y ~ Poisson(lambda)``, ``lambda ~ Gamma(r, rate r / mu)``."""
+    if family.name == "negbinomial":
+        key_g, key_p = jax.random.split(rng_key)
+        r = jnp.asarray(dispersion, eta.dtype)
+        lam = jax.random.gamma(key_g, jnp.broadcast_to(r, eta.shape), dtype=eta.dtype) * jnp.exp(eta) / r
+        return jax.random.poisson(key_p, lam, eta.shape).astype(eta.dtype)
     prob = inverse_link(family, eta)
     trials = jnp.broadcast_to(jnp.asarray(trials, eta.dtype), eta.shape)
     return jax.random.binomial(rng_key, trials, prob).astype(eta.dtype)

@@ -127,6 +127,10 @@ def mixed_log_joint(state, data, structure, priors, z_scale) -> jax.Array:
         rss = data.rss_floor + jnp.sum(resid**2)
         lp = -0.5 * n * _LOG_2PI - n * jnp.log(k * state.sigma_y) - 0.5 * rss / state.sigma_y**2
         lp = lp + priors.sigma_y.log_prob(k * state.sigma_y)
+    elif structure.family == "negbinomial":  # every observation's NB probability; r has sigma_y's slot
+        from mlgibbs.conditionals.negbinomial import log_likelihood
+
+        lp = log_likelihood(fit, data, state.sigma_y) + priors.sigma_y.log_prob(state.sigma_y)
     else:  # the binomial log likelihood of the kernel's merged rows (binomial coefficients of the rows)
         from mlgibbs.families import FAMILIES, log_prob
 

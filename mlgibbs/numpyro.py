@@ -633,7 +633,7 @@ def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[
     centred = _centred_factors(model, centered)
     nested = _hierarchical_factors(model, hierarchical, centred)
     sites = mixed_site_names(model)
-    taken = {"beta", "sigma_y", "obs_id", *sites["sigma"], *sites["chol"], *sites["aux"],
+    taken = {"beta", "sigma_y", "r", "obs_id", *sites["sigma"], *sites["chol"], *sites["aux"],
              *sites["coefficients"]}
     for f in model.factors:
         taken |= {f"z_{f.name}", f"alpha_{f.name}", f"mu_{f.name}", f"cov_{f.name}"}
@@ -709,6 +709,9 @@ def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[
             sigma_y = numpyro.sample("sigma_y", scale_distribution(priors["sigma_y"]))
             with numpyro.plate("obs_id", n):
                 numpyro.sample(model.response, dist.Normal(mean, sigma_y), obs=y)
+        elif family.dispersion:  # NB2: mean e^eta, concentration r
+            r = numpyro.sample("r", _dispersion_distribution(priors["r"], dist))
+            numpyro.factor(model.response, jnp.sum(log_prob(family, y, trials, mean, r)))
         elif family.link == "logit":
             with numpyro.plate("obs_id", n):
                 numpyro.sample(model.response, dist.Binomial(total_count=trials, logits=mean), obs=y)
@@ -728,6 +731,8 @@ def _mixed_constrained_params(model, user: dict, centered=False, hierarchical=Fa
     centred = _centred_factors(model, centered)
     nested = _hierarchical_factors(model, hierarchical, centred)
     params = {"sigma_y": np.asarray(user["sigma_y"], np.float64)} if model.family.gaussian else {}
+    if model.family.dispersion:
+        params["r"] = np.asarray(user["r"], np.float64)
     if model.X.shape[1]:
         params["beta"] = np.asarray(user["beta"], np.float64)
     for f, factor in enumerate(model.factors):
@@ -1020,4 +1025,15 @@ def mixed_nuts_draws(model, mcmc_samples: dict) -> dict[str, np.ndarray]:
             out[f"corr_{name}"] = cov / (sd[..., :, None] * sd[..., None, :])
     if model.family.gaussian:
         out["sigma_y"] = get("sigma_y")
+    if model.family.dispersion:
+        out["r"] = get("r")
     return out
+
+
+def _dispersion_distribution(prior, dist):
+    """The NumPyro distribution of the negative binomial's ``r`` (a :class:`~mlgibbs.priors.Gamma`)."""
+    from mlgibbs.priors import Gamma
+
+    if isinstance(prior, Gamma):
+        return dist.Gamma(prior.concentration, prior.rate)
+    raise TypeError(f"no NumPyro distribution for the prior {prior!r} of r; use mlgibbs.priors.Gamma")

@@ -58,6 +58,7 @@ __all__ = [
     "Normal",
     "Uniform",
     "InverseGamma",
+    "Gamma",
     "HalfNormal",
     "HalfCauchy",
     "HalfStudentT",
@@ -164,6 +165,18 @@ class HalfCauchy(NamedTuple):
         return HalfStudentT(1.0, self.scale)
 
 
+class Gamma(NamedTuple):
+    """``x ~ Gamma(concentration, rate)`` (mean ``concentration / rate``): the default prior of the negative
+    binomial's dispersion ``r`` is ``Gamma(0.01, 0.01)`` (brms's default for its ``shape``)."""
+
+    concentration: float = 0.01
+    rate: float = 0.01
+
+    def log_prob(self, x):
+        a, b = self.concentration, self.rate
+        return a * math.log(b) - math.lgamma(a) + (a - 1.0) * jnp.log(x) - b * x
+
+
 class HalfNormal(NamedTuple):
     """``sigma ~ N+(0, scale)``; the variance is updated by an independence Metropolis-Hastings step."""
 
@@ -259,6 +272,9 @@ def check_prior(prior, block: str) -> None:
     elif isinstance(prior, InverseGamma):
         _positive(prior.concentration, f"priors[{block!r}]: InverseGamma concentration")
         _positive(prior.rate, f"priors[{block!r}]: InverseGamma rate")
+    elif isinstance(prior, Gamma):
+        _positive(prior.concentration, f"priors[{block!r}]: Gamma concentration")
+        _positive(prior.rate, f"priors[{block!r}]: Gamma rate")
     elif isinstance(prior, HalfStudentT):
         _positive(prior.df, f"priors[{block!r}]: HalfStudentT df")
         _positive(prior.scale, f"priors[{block!r}]: HalfStudentT scale")

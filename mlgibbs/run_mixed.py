@@ -75,7 +75,7 @@ def _layout(model) -> _Layout:
 def user_scale_priors(model) -> MixedPriors:
     """The user's priors on ``sigma_y`` and on every covariance block (``model.priors``), as the
     ``priors`` of :func:`mlgibbs.logdensity.mixed_log_joint`."""
-    return MixedPriors(sigma_y=model.priors["sigma_y"],
+    return MixedPriors(sigma_y=model.priors["r"] if model.family.dispersion else model.priors["sigma_y"],
                        cov=tuple(tuple(model.priors[f.name]) for f in model.factors))
 
 
@@ -215,7 +215,7 @@ def observation_log_likelihood(family: str, y, trials, eta, sigma_y, y_scale):
         return -0.5 * z**2 - jnp.log(sigma_y * y_scale) - 0.5 * jnp.log(2 * jnp.pi)
     from mlgibbs.families import FAMILIES, log_prob
 
-    return log_prob(FAMILIES[family], y, trials, eta)
+    return log_prob(FAMILIES[family], y, trials, eta, sigma_y)   # sigma_y: the negative binomial's r
 
 
 def replicate_outcomes(family: str, rng_key, eta, sigma_y, trials):
@@ -224,7 +224,7 @@ def replicate_outcomes(family: str, rng_key, eta, sigma_y, trials):
         return eta + sigma_y * jax.random.normal(rng_key, eta.shape, eta.dtype)
     from mlgibbs.families import FAMILIES, draw_outcome
 
-    return draw_outcome(FAMILIES[family], rng_key, eta, trials)
+    return draw_outcome(FAMILIES[family], rng_key, eta, trials, sigma_y)
 
 
 def posterior_variables(model, user: dict[str, np.ndarray], xp=np) -> dict[str, tuple[tuple[str, ...], Any]]:
@@ -250,6 +250,8 @@ def posterior_variables(model, user: dict[str, np.ndarray], xp=np) -> dict[str, 
             out[f"corr_{name}"] = ((coef, f"{coef}_bis"), corr)
     if model.structure.family == "gaussian":
         out["sigma_y"] = ((), user["sigma_y"])
+    if model.structure.family == "negbinomial":
+        out["r"] = ((), user["r"])
     return out
 
 
@@ -329,13 +331,13 @@ def _user_values(model, post, draw=None) -> dict:
             var = var.isel(draw=draw) if hasattr(var, "isel") else np.asarray(var)[:, draw]
         return np.asarray(getattr(var, "values", var), np.float64)
 
-    sigma_y = get("sigma_y")
+    sigma_y = get("sigma_y", get("r"))   # the negative binomial's r has sigma_y's slot
     if sigma_y is None:  # a family without sigma_y (kept at 1 in the kernel)
         first = model.factors[0].name
         lead = get(f"sigma_{first}").shape[:-1]
         sigma_y = np.ones(lead)
     lead = sigma_y.shape
-    user = {"beta": get("beta", np.zeros((*lead, 0))), "sigma_y": sigma_y}
+    user = {"beta": get("beta", np.zeros((*lead, 0))), "sigma_y": sigma_y, "r": sigma_y}
     for factor in model.factors:
         name = factor.name
         user[f"alpha_{name}"] = get(f"alpha_{name}")

@@ -305,6 +305,8 @@ class MixedModel:
             j = tr.intercept[1]
             beta = _set(xp, beta, j, k * state.beta[..., j] - shift)
         out = {"beta": beta, "sigma_y": k * state.sigma_y}
+        if self.family.dispersion:  # the negative binomial's r lives in the kernel's sigma_y slot
+            out["r"] = state.sigma_y
         for f, factor in enumerate(self.factors):
             gamma = k * state.gamma[f] / tr.u_scale[f]
             b = k * state.b[f]
@@ -351,8 +353,8 @@ class MixedModel:
             covs.append(v[f"cov_{factor.name}"] * (zs[:, None] * zs[None, :]) / k**2)
             gammas.append(gamma)
             bs.append(b)
-        return MixedState(beta=beta, gamma=tuple(gammas), b=tuple(bs), sigma_y=v["sigma_y"] / k,
-                          cov=tuple(covs))
+        sigma_y = v["r"] if self.family.dispersion else v["sigma_y"] / k
+        return MixedState(beta=beta, gamma=tuple(gammas), b=tuple(bs), sigma_y=sigma_y, cov=tuple(covs))
 
     def data_for(self, y) -> MixedData:
         """This model's data pytree with another response ``y`` (user's units), as a pure JAX function
@@ -362,6 +364,8 @@ class MixedModel:
         if not self.family.gaussian:  # successes summed into the kernel rows; trials and lanes unchanged
             t = jax.ops.segment_sum(jnp.asarray(y, dtype), jnp.asarray(self.cell_of_obs),
                                     num_segments=self.data.t.shape[0])
+            if self.family.dispersion:
+                return self.data._replace(t=t, y_obs=jnp.asarray(y, dtype))
             return self.data._replace(t=t)
         W_obs = jnp.asarray(self.kernel_rows[0], dtype)
         y_k = (jnp.asarray(y, dtype) - tr.c) / tr.k
@@ -615,6 +619,8 @@ class MixedModel:
             W_rows, t_rows, codes_rows, floor = rows
         else:
             W_rows, t_rows, codes_rows, glm, cell_of_obs = _merge_trials(W_obs, y, trials, codes)
+            if family.dispersion:
+                glm["y_obs"] = y
             floor = 0.0
             comp = _Compression(*(np.zeros(0, np.int32),) * 3, np.zeros((0, 0, 0)), np.zeros((0, 0, 0)))
         chains = []
@@ -739,13 +745,16 @@ def _resolve_priors(priors, factors, x_names, u_names, constant_in, tr, spread, 
     priors = dict(priors or {})
     names = {f.name for f in factors}
     gaussian = family is None or family.gaussian
-    allowed = ({"beta", "sigma_y"} if gaussian else {"beta"}) | names
+    dispersion = family is not None and family.dispersion
+    allowed = ({"beta", "sigma_y"} if gaussian else {"beta", "r"} if dispersion else {"beta"}) | names
     unknown = [k for k in priors if k not in allowed]
     if "sigma_y" in unknown and not gaussian:
-        raise ValueError(f"priors['sigma_y']: family {family.name!r} has no residual scale sigma_y")
+        raise ValueError(f"priors['sigma_y']: family {family.name!r} has no residual scale sigma_y"
+                         + ("; its dispersion is 'r'" if dispersion else ""))
     if unknown:
-        raise ValueError(f"unknown prior key(s) {unknown}; expected 'beta', 'sigma_y' or a grouping factor's "
-                         f"name: {sorted(names)}")
+        raise ValueError(f"unknown prior key(s) {unknown}; expected 'beta', "
+                         f"{repr('r') if dispersion else repr('sigma_y') if gaussian else ''} or a grouping "
+                         f"factor's name: {sorted(names)}")
     fixed_names = list(x_names) + [n_ for u in u_names for n_ in u]
     beta = priors.get("beta", Flat())
     if isinstance(beta, Mapping):
@@ -816,13 +825,23 @@ def _resolve_priors(priors, factors, x_names, u_names, constant_in, tr, spread, 
         resolved[factor.name] = tuple(per_block)
         kernel_cov.append(tuple(kernel_blocks))
     flat = sum(num_flat(v, 1) for v in beta.values()) + sum(1 for n_ in fixed_names if n_ not in beta)
+    r_prior = None
+    if dispersion:
+        from mlgibbs.priors import Gamma
+
+        r_prior = priors.get("r", Gamma(0.01, 0.01))
+        if not hasattr(r_prior, "log_prob"):
+            raise TypeError(f"priors['r'] must have a log_prob(r) method (e.g. Gamma(a, b)), got {r_prior!r}")
+        check_prior(r_prior, "r")
+        resolved["r"] = r_prior
     if not gaussian:
         resolved["sigma_y"] = None
     elif isinstance(sigma_y, Uniform) and n - flat < 2:
         raise ValueError(f"the posterior is improper: {n} observations of {response!r} and {flat} flat "
                          "coefficients leave fewer than 2 degrees of freedom under the uniform prior on sigma_y;"
                          " give sigma_y a proper prior, e.g. HalfNormal(s)")
-    kernel_priors = MixedPriors(sigma_y=scale_prior(sigma_y, tr.k), cov=tuple(kernel_cov))
+    kernel_priors = MixedPriors(sigma_y=r_prior if dispersion else scale_prior(sigma_y, tr.k),
+                                cov=tuple(kernel_cov))
     return resolved, kernel_priors
 
 

@@ -136,7 +136,10 @@ class MixedData(NamedTuple):
     trials, lane_rows, lane_position
         Binomial-type families only (``None`` for the Gaussian): ``t`` holds each row's successes,
         ``trials`` its number of trials ``m_r``; the ``N = sum m_r`` *lanes* are the trials, lane ``l``
-        trial number ``lane_position[l]`` of row ``lane_rows[l]`` (int32).
+        trial number ``lane_position[l]`` of row ``lane_rows[l]`` (int32). The negative binomial keeps its
+        rows' summed counts in ``t`` and their number of observations in ``trials``.
+    y_obs
+        The negative binomial only: every observation's count, ``(n,)`` (the draw of its dispersion).
     """
 
     W: jax.Array
@@ -152,3 +155,4 @@ class MixedData(NamedTuple):
     trials: jax.Array | None = None
     lane_rows: jax.Array | None = None
     lane_position: jax.Array | None = None
+    y_obs: jax.Array | None = None

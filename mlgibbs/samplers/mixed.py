@@ -332,16 +332,24 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
     """One sweep (module docstring)."""
     F = structure.num_factors
     gaussian = structure.family == "gaussian"
+    negbinomial = structure.family == "negbinomial"
     keys = jax.random.split(rng_key, len(structure.chains) + 4)
     precisions = effect_precisions(state, data)
     weights = linear = None
-    if not gaussian:  # augmentation variables given the locations, then a weighted Gaussian regression
+    if negbinomial:  # each chain by its own augmentation, Metropolis-corrected where b < 1
+        for k in range(len(structure.chains)):
+            state = _negbinomial_move(keys[k], state, data,
+                                      lambda key, st, w, s, k=k: update_chain(structure, k, key, st, data,
+                                                                              precisions, w, s),
+                                      structure)
+    elif not gaussian:  # augmentation variables given the locations, then a weighted Gaussian regression
         from mlgibbs.conditionals.augmentation import augment
 
         eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
         weights, linear = augment(structure.family, keys[-4], eta, data)
-    for k in range(len(structure.chains)):
-        state = update_chain(structure, k, keys[k], state, data, precisions, weights, linear)
+    if not negbinomial:
+        for k in range(len(structure.chains)):
+            state = update_chain(structure, k, keys[k], state, data, precisions, weights, linear)
     beta, gamma, b = state.beta, state.gamma, state.b
     devs = [deviations(structure, data.U, gamma, b, f) @ data.coef_maps[f].T for f in range(F)]
     # one gather per factor: each row's group effects and deviations (the fit and the scale moves)
@@ -356,7 +364,7 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
     if gaussian:
         resid = data.t - fit
         rss = data.rss_floor + jnp.sum(resid**2)
-    else:  # sigma_y stays 1; the scale moves take the weighted working residuals
+    elif not negbinomial:  # sigma_y stays 1; the scale moves take the weighted working residuals
         resid = linear - weights * fit
     # every scale (sigma_y and each scalar block) in one batched draw per prior family
     scalar = [(f, start) for f in range(F) for start, size in structure.cov_blocks[f] if size == 1]
@@ -387,9 +395,41 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
                                     state.cov[f][start:start + size, start:start + size])
             cov[f] = cov[f].at[start:start + size, start:start + size].set(value)
     cov = tuple(cov)
+    if negbinomial:  # the dispersion r lives in the family-scale slot
+        state = MixedState(beta=beta, gamma=gamma, b=b, sigma_y=state.sigma_y, cov=cov)
+        key_px, key_r = jax.random.split(keys[-3])
+
+        def px(key, st, w, s):
+            return scale_moves(structure, priors, key, st, data, s - w * fit, dev_rows, w)
+
+        state = _negbinomial_move(key_px, state, data, px, structure, eta=fit)
+        from mlgibbs.conditionals.negbinomial import draw_dispersion
+
+        eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
+        r = draw_dispersion(key_r, state.sigma_y, eta, data, priors.sigma_y)
+        return state._replace(sigma_y=r)
     state = MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
     # locations unchanged since: the residuals and deviations above are current
     return scale_moves(structure, priors, keys[-3], state, data, resid, dev_rows, weights)
+
+
+def _negbinomial_move(rng_key, state: MixedState, data: MixedData, move, structure: MixedStructure, eta=None):
+    """A move of the locations under the negative binomial (:mod:`mlgibbs.conditionals.negbinomial`):
+    fresh Polya-Gamma weights at the current locations, ``move(key, state, weights, linear)`` (a kernel
+    reversible for the augmented surrogate model), then the Metropolis-Hastings correction for the rows
+    with ``b < 1`` (accepted with probability 1 when there are none)."""
+    from mlgibbs.conditionals.negbinomial import correction_log_ratio, negbinomial_augmentation
+
+    key_w, key_move, key_u = jax.random.split(rng_key, 3)
+    r = state.sigma_y
+    if eta is None:
+        eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
+    weights, linear = negbinomial_augmentation(key_w, eta, data, r)
+    proposal = move(key_move, state, weights, linear)
+    eta_new = fitted_values(structure, data.W, data.codes, proposal.beta, proposal.b)
+    log_ratio = correction_log_ratio(eta_new, eta, data, r)
+    accept = jnp.log(jax.random.uniform(key_u, (), eta.dtype)) < log_ratio
+    return jax.tree.map(lambda new, old: jnp.where(accept, new, old), proposal, state)
 
 
 def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedState:
@@ -407,6 +447,9 @@ def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedStat
         spread = jnp.sqrt((data.rss_floor + jnp.sum(data.t**2)) / n)
         spread = jnp.where(spread > 0, spread, 1.0)
         sigma_y = 0.5 * spread * jnp.exp(u[0])
+    elif structure.family == "negbinomial":  # the dispersion r in sigma_y's slot, around 1
+        spread = jnp.ones((), dtype)
+        sigma_y = jnp.exp(u[0])
     else:  # the link scale; sigma_y is not a parameter (kept at 1)
         spread = jnp.ones((), dtype)
         sigma_y = jnp.ones((), dtype)
