@@ -261,7 +261,7 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     VW = V if weights is None else V * weights[:, None]
     gram = jnp.sum(VW[:, :, None] * V[:, None, :], axis=0)
     cross = jnp.sum(V * resid[:, None], axis=0)
-    var_y = state.sigma_y**2
+    var_y = state.sigma_y**2 if weights is None else jnp.ones((), dtype)   # augmented: unit-free (NB keeps r there)
     scales = [jnp.ones((d,), dtype) for d in structure.dims]       # c per coordinate of each factor
     moved = []
     block_precision = {}   # (f, start) -> (Sigma^{-1}, log |Sigma|) of a correlated block, at the current moves
