@@ -447,9 +447,11 @@ def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedStat
         spread = jnp.sqrt((data.rss_floor + jnp.sum(data.t**2)) / n)
         spread = jnp.where(spread > 0, spread, 1.0)
         sigma_y = 0.5 * spread * jnp.exp(u[0])
-    elif structure.family == "negbinomial":  # the dispersion r in sigma_y's slot, around 1
+    elif structure.family == "negbinomial":  # the dispersion r in sigma_y's slot, 4 to 27
+        # (large: with the locations at zero a small r would fit the counts' spread, and below r = 1 the
+        # rows of zeros need the Metropolis-corrected surrogate update, which moves slowly)
         spread = jnp.ones((), dtype)
-        sigma_y = jnp.exp(u[0])
+        sigma_y = 10.0 * jnp.exp(u[0])
     else:  # the link scale; sigma_y is not a parameter (kept at 1)
         spread = jnp.ones((), dtype)
         sigma_y = jnp.ones((), dtype)
