@@ -216,3 +216,31 @@ def test_geweke_rejects_a_missing_correction(monkeypatch):
     model = case_model(case)
     z = geweke_z(model, fresh_kernel(model).step, num_chains=case.num_chains, num_steps=10)
     assert np.max(np.abs(z)) > z_crit(z.size), np.round(z, 2)
+
+
+# ------------------------------------------------------------------ the two Polya-Gamma paths
+def test_weights_by_count_lanes_and_by_the_traced_draw_have_the_exact_mean_and_variance():
+    """The model's data draw PG(Y - 1) by count lanes plus a traced PG(1 + m r); ``data_for``'s data one
+    traced PG(Y + m r). Both must have PG(b, psi)'s mean b tanh(psi/2) / (2 psi) and variance
+    b (sinh psi - psi) / (4 psi^3 cosh^2(psi/2)) in every row (the surrogate's b = 1 where b < 1)."""
+    df = mg.datasets.load_grouseticks()
+    model = mg.Model.from_formula("TICKS ~ YEAR + (1 | LOCATION)", df, family="negbinomial")
+    data_lanes = model.data
+    data_traced = model.data._replace(lane_rows=None)
+    assert data_lanes.lane_rows is not None and data_lanes.lane_rows.shape[0] == int(
+        np.sum(np.maximum(np.asarray(model.data.t) - 1, 0)))
+    eta = jnp.asarray(np.linspace(-2.0, 3.0, model.data.t.shape[0]), model.data.t.dtype)
+    num = 2000
+    for r in (0.3, 2.7):
+        b = np.maximum(np.asarray(model.data.t) + np.asarray(model.data.trials) * r, 1.0)
+        psi = np.asarray(eta, np.float64) - np.log(r)
+        mean = b * np.tanh(psi / 2) / (2 * psi)
+        var = b * (np.sinh(psi) - psi) / (4 * psi**3 * np.cosh(psi / 2) ** 2)
+        for data in (data_lanes, data_traced):
+            draw = jax.jit(jax.vmap(lambda key: negbinomial.negbinomial_augmentation(key, eta, data, jnp.asarray(r, eta.dtype))[0]))
+            omega = np.asarray(draw(jax.random.split(jax.random.key(7), num)), np.float64)
+            z_mean = (omega.mean(0) - mean) / np.sqrt(var / num)
+            squares = (omega - mean) ** 2                      # its mean is var; its se from the draws
+            z_var = (squares.mean(0) - var) / (squares.std(0, ddof=1) / np.sqrt(num))
+            assert np.max(np.abs(z_mean)) < 4.5, (r, data.lane_rows is None, np.max(np.abs(z_mean)))
+            assert np.max(np.abs(z_var)) < 4.5, (r, data.lane_rows is None, np.max(np.abs(z_var)))

@@ -57,12 +57,26 @@ def _shapes(data, r):
 
 def negbinomial_augmentation(rng_key, eta, data, r):
     """``(w, s) = (omega, kappa + omega log r)`` with ``omega_r ~ PG(b_r, eta_r - log r)`` (module docstring;
-    ``b_r`` raised to 1 where it is below)."""
-    from mlgibbs.polyagamma import polyagamma
+    ``b_r`` raised to 1 where it is below).
+
+    With the count lanes of a model's data (``data.lane_rows``: ``max(Y_r - 1, 0)`` lanes per row, built
+    with the data) ``PG(b_r) = PG(max(Y_r - 1, 0)) + PG(b_r - max(Y_r - 1, 0))``: the first a sum of ``PG(1)``
+    lanes, the second (``1 + m_r r`` or the surrogate's ``max(m_r r, 1)``, at least 1) by the traced-``b``
+    sampler, whose cost is its largest ``b``; without lanes (``data_for`` of simulated counts) one traced
+    draw of ``PG(b_r)``, which costs the largest count. Both are exact.
+    """
+    from mlgibbs.polyagamma import polyagamma, polyagamma_lanes
 
     log_r = jnp.log(r)
+    psi = eta - log_r
     b, _, _ = _shapes(data, r)
-    omega = polyagamma(rng_key, b, eta - log_r)
+    if data.lane_rows is None:
+        omega = polyagamma(rng_key, b, psi)
+    else:
+        key_lanes, key_rest = jax.random.split(rng_key)
+        static = jnp.maximum(data.t - 1.0, 0.0)
+        omega = (polyagamma_lanes(key_lanes, psi, data.lane_rows, psi.shape[0])
+                 + polyagamma(key_rest, b - static, psi))
     kappa = data.t - 0.5 * b
     return omega, kappa + omega * log_r
 

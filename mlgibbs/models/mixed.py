@@ -364,8 +364,8 @@ class MixedModel:
         if not self.family.gaussian:  # successes summed into the kernel rows; trials and lanes unchanged
             t = jax.ops.segment_sum(jnp.asarray(y, dtype), jnp.asarray(self.cell_of_obs),
                                     num_segments=self.data.t.shape[0])
-            if self.family.dispersion:
-                return self.data._replace(t=t, y_obs=jnp.asarray(y, dtype))
+            if self.family.dispersion:  # the lanes follow the counts: the traced draw instead
+                return self.data._replace(t=t, y_obs=jnp.asarray(y, dtype), lane_rows=None)
             return self.data._replace(t=t)
         W_obs = jnp.asarray(self.kernel_rows[0], dtype)
         y_k = (jnp.asarray(y, dtype) - tr.c) / tr.k
@@ -619,8 +619,11 @@ class MixedModel:
             W_rows, t_rows, codes_rows, floor = rows
         else:
             W_rows, t_rows, codes_rows, glm, cell_of_obs = _merge_trials(W_obs, y, trials, codes)
-            if family.dispersion:
+            if family.dispersion:  # the observations' counts, and max(Y - 1, 0) PG(1) lanes per row
                 glm["y_obs"] = y
+                glm["lane_rows"] = np.repeat(np.arange(t_rows.shape[0]),
+                                             np.maximum(np.rint(t_rows) - 1, 0).astype(np.int64)).astype(np.int32)
+                glm["lane_position"] = None
             floor = 0.0
             comp = _Compression(*(np.zeros(0, np.int32),) * 3, np.zeros((0, 0, 0)), np.zeros((0, 0, 0)))
         chains = []
