@@ -36,7 +36,7 @@ Randomness. A lane is named by a pair of integers (the row and the summand withi
 (k, slot))`` with ``lane_seed = threefry2x32(seed, lane name)`` and ``seed`` the two words of
 ``jax.random.bits(fold_in(rng_key, stream))``. A draw therefore depends on the key and on the lane's name
 only, not on how lanes are batched, streamed, jitted or vmapped: ``polyagamma(key, b, c)`` gives the same
-draws with ``b`` concrete (lanes) or traced (a masked loop over summands), and ``polyagamma(key, 1, c) ==
+draws with ``b`` concrete (lanes) or traced (the same lanes streamed), and ``polyagamma(key, 1, c) ==
 polyagamma_one(key, c)``. The hash is JAX's Threefry-2x32 written out in ``jnp`` (:func:`_threefry`), which
 XLA fuses into one loop: on CPU about four times faster than the ``threefry2x32`` primitive's rolled
 lowering and five to ten times faster than ``jax.random.bits`` under the default
@@ -551,8 +551,9 @@ def polyagamma(rng_key: jax.Array, b: ArrayLike, c: ArrayLike, dtype=None) -> ja
       ``h_r = b_r - floor(b_r) + 1`` where ``b_r`` is not an integer (the alternate method); values of ``b``
       in ``(0, 1)`` raise. A ``b`` that varies by row enters the compiled program as index arrays (8 bytes
       a lane); one ``b`` for all rows does not.
-    * Traced ``b``: the same summands in a loop over ``i < max(floor(b))``, masked by ``i < floor(b_r)``;
-      ``NaN`` where ``b`` is below 1 (but not 0) or not finite.
+    * Traced ``b``: the same ``sum(floor(b))`` summands streamed through one buffer whose rounds run until
+      all are drawn (:func:`_stream_lanes`: the cost follows the total, not the largest ``b``); ``NaN`` where
+      ``b`` is below 1 (but not 0) or not finite.
 
     Both give the same draws for the same key (up to the order of summation), as each summand's randomness is
     named by its row and index (module docstring).
@@ -628,17 +629,70 @@ def _draw_concrete(rng_key, c, rows, subs, fractional_rows, h):
 
 @jax.jit
 def _draw_traced(rng_key, b, c):
+    """Traced ``b``: the ``sum(floor(b))`` Devroye lanes streamed through one buffer (:func:`_stream_lanes`),
+    the fractional parts by the alternate method, NaN where ``b`` is invalid."""
     valid = jnp.isfinite(b) & ((b == 0) | (b >= 1))
     whole, fractional, h = _split_b(jnp.where(valid, b, 0.0))
     rows = jnp.arange(c.shape[0], dtype=jnp.uint32)
-
-    def body(i, total):
-        omega = _pg1_named(rng_key, c, rows, jnp.full_like(rows, i))
-        return total + jnp.where(i < whole, omega, 0.0)
-
-    total = jax.lax.fori_loop(0, jnp.max(whole, initial=0).astype(jnp.int32), body, jnp.zeros_like(c))
+    total = _stream_lanes(rng_key, c, whole.astype(jnp.int32))
     alternate = jax.lax.cond(jnp.any(fractional),
                              lambda: _alternate_named(rng_key, jnp.where(fractional, h, 1.0), c, rows),
                              lambda: jnp.zeros_like(c))
     total = total + jnp.where(fractional, alternate, 0.0)
     return jnp.where(valid, total, jnp.nan)
+
+
+def _stream_lanes(rng_key, c, whole):
+    r"""``sum_{i < whole_r} PG(1, c_r)`` per row for a traced count ``whole``: lane ``k < L = sum(whole)`` is
+    summand ``k - start_r`` of the row ``r`` with ``start_r <= k < start_r + whole_r``, named as in
+    :func:`_draw_concrete` (so the draws are the concrete path's up to the order of summation).
+
+    The lanes go through one buffer as in :func:`_first_accepted` (rejected lanes first, then fresh ones in
+    order), accepted proposals added to their rows: about ``L (1 + rejection rate) / s`` rounds, so the cost
+    follows the total count, not the largest count times the number of rows (under ``vmap`` the rounds run
+    to the chain with the largest total). Rows with a lane still undecided after ``10 L/s + MAX_ROUNDS``
+    rounds (never, in practice) come out NaN.
+    """
+    n = c.shape[0]
+    dtype = c.dtype
+    if n == 0:
+        return jnp.zeros((0,), dtype)
+    size = _buffer_size(4 * n)
+    slot = jnp.arange(size, dtype=jnp.int32)
+    ends = jnp.cumsum(whole)
+    num_lanes = ends[-1]
+    max_rounds = 10 * (num_lanes // size + 1) + MAX_ROUNDS
+    seed = _seed_words(rng_key, _STREAM_PG1)
+
+    def row_of(lane):
+        return jnp.minimum(jnp.searchsorted(ends, lane, side="right", method="scan_unrolled"), n - 1)
+
+    def cond(carry):
+        i, cursor, _, queue_length, _, _ = carry
+        return ((cursor < num_lanes) | (queue_length > 0)) & (i < max_rounds)
+
+    def body(carry):
+        i, cursor, queue, queue_length, queue_attempt, total = carry
+        queued = slot < queue_length
+        lane = jnp.where(queued, queue, jnp.minimum(cursor + slot - queue_length, num_lanes))
+        attempt = jnp.where(queued, queue_attempt, 0)
+        live = lane < num_lanes
+        row = row_of(lane)
+        sub = lane - (ends[row] - whole[row])
+        lane_seed = _lane_seeds(seed, row.astype(jnp.uint32), sub.astype(jnp.uint32))
+        u = _lane_uniforms(lane_seed, attempt, 4, dtype)
+        x_new, accepted = _devroye_propose(u, c[row])
+        total = total.at[jnp.where(live & accepted, row, n)].add(x_new.astype(dtype), mode="drop")
+        rejected = live & ~accepted
+        position = jnp.where(rejected, jnp.cumsum(rejected, dtype=jnp.int32) - 1, size)
+        queue = jnp.full((size,), num_lanes, jnp.int32).at[position].set(lane, mode="drop")
+        queue_attempt = jnp.zeros((size,), jnp.int32).at[position].set(attempt + 1, mode="drop")
+        cursor = jnp.minimum(cursor + size - queue_length, num_lanes)
+        return i + 1, cursor, queue, jnp.sum(rejected, dtype=jnp.int32), queue_attempt, total
+
+    zero = jnp.asarray(0, jnp.int32)
+    carry = (zero, zero, jnp.full((size,), num_lanes, jnp.int32), zero, jnp.zeros((size,), jnp.int32),
+             jnp.zeros((n,), dtype))
+    _, _, queue, queue_length, _, total = jax.lax.while_loop(cond, body, carry)
+    undecided = jnp.where(slot < queue_length, row_of(queue), n)
+    return total.at[undecided].set(jnp.nan, mode="drop")
