@@ -1,4 +1,4 @@
-"""Benchmarks of the binomial-type families: ESS per second of mlgibbs and NumPyro NUTS in one process.
+"""Benchmarks of the non-Gaussian families: ESS per second of mlgibbs and NumPyro NUTS in one process.
 
 Run from the repository root (after installing the package with its ``test`` extra)::
 
@@ -16,6 +16,10 @@ Problems (data shipped in ``mlgibbs.datasets``; the same model and priors for bo
   women, correlated district intercepts and urban slopes, Huang-Wand default);
 * ``verbagg``: ``r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)`` (Bernoulli, 7,584 answers,
   crossed subjects and items);
+* ``grouseticks_nb``: ``TICKS ~ YEAR + scale(HEIGHT) + (1 | BROOD) + (1 | LOCATION)`` (negative binomial, 403
+  chicks; normal(0, 5) coefficients, half-normal(1) scales, ``r ~ Gamma(0.01, 0.01)``);
+* ``grouseticks_poisson``: the same with ``(1 | INDEX)``, a chick-level effect, and the Poisson family
+  (Poisson-lognormal; half-normal(1) on the INDEX scale too);
 * ``synthetic``: ``y ~ x + (1 | g)`` (Bernoulli) with ``n`` rows and ``J`` groups (``--synthetic-n``,
   ``--synthetic-j``; default 1e6 and 1e4 as in the issue's target), ``x`` binary, so the kernel rows are
   the ``2 J`` cells and the Polya-Gamma lanes the ``n`` trials.
@@ -78,6 +82,13 @@ def problems(n_synth: int, j_synth: int):
                           {"beta": Normal(0.0, 5.0)}, "bernoulli", None),
         "verbagg": ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", d.load_verbagg, {}, "bernoulli",
                     None),
+        "grouseticks_nb": ("TICKS ~ YEAR + scale(HEIGHT) + (1 | BROOD) + (1 | LOCATION)", d.load_grouseticks,
+                           {"beta": Normal(0.0, 5.0), "BROOD": HalfNormal(1.0), "LOCATION": HalfNormal(1.0)},
+                           "negbinomial", None),
+        "grouseticks_poisson": ("TICKS ~ YEAR + scale(HEIGHT) + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+                                d.load_grouseticks, {"beta": Normal(0.0, 5.0), "BROOD": HalfNormal(1.0),
+                                                     "INDEX": HalfNormal(1.0), "LOCATION": HalfNormal(1.0)},
+                                "poisson", None),
         "synthetic": ("y ~ x + (1 | g)", lambda: synthetic(n_synth, j_synth), {}, "bernoulli", None),
     }
 
@@ -134,7 +145,8 @@ def main(argv=None):
         model = mg.Model.from_formula(formula, load(), priors=priors, family=family, trials=trials)
         build = time.perf_counter() - t0
         entry = {"formula": formula, "family": family, "n": model.num_obs,
-                 "kernel_rows": int(model.data.W.shape[0]), "lanes": int(model.data.lane_rows.shape[0]),
+                 "kernel_rows": int(model.data.W.shape[0]),
+                 "lanes": 0 if model.data.lane_rows is None else int(model.data.lane_rows.shape[0]),
                  **compare(log, name, model, chains, warmup, draws, nuts_sizes=nuts_sizes, quick=args.quick,
                            with_nuts=not args.no_nuts, width=15)}
         entry["mlgibbs"]["build_s"] = build

@@ -17,7 +17,13 @@ binomial      logit     ``Binomial(y_i | n_i, logistic(eta_i))`` (``trials=``)  
 probit        probit    ``Binomial(y_i | n_i, Phi(eta_i))`` (``n_i = 1`` default)       Albert & Chib latent normals
 negbinomial   log       ``NB(y_i | mu_i = e^{eta_i}, r)``, ``Var = mu + mu^2 / r``        Polya-Gamma ``PG(y_i + r, eta_i -
                                                                                         log r)``; ``r`` by slice sampling
+poisson       log       ``Poisson(y_i | e^{eta_i})``                                 none: Metropolis-Hastings with the
+                                                                                        IWLS Gaussian proposal
 ============  ========  ==========================================================  ===============================
+
+The Poisson has no conjugate augmentation; its location blocks are drawn by Metropolis-Hastings with
+the Gaussian of one iteratively-weighted-least-squares step as proposal (Gamerman 1997), exact
+(:mod:`mlgibbs.conditionals.poisson`).
 
 The negative binomial is NB2 with dispersion (shape) ``r`` (brms's ``shape``, lme4's ``theta``, NumPyro's
 ``concentration``): ``p(y) = Gamma(y + r) / (Gamma(r) y!) (r / (r + mu))^r (mu / (r + mu))^y``. As a function
@@ -43,8 +49,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln, log_ndtr, ndtr
 
-__all__ = ["Family", "FAMILIES", "get_family", "check_response", "log_prob", "negbinomial_log_prob", "inverse_link",
-           "draw_outcome"]
+__all__ = ["Family", "FAMILIES", "get_family", "check_response", "check_separation", "log_prob",
+           "negbinomial_log_prob", "inverse_link", "draw_outcome"]
 
 
 class Family(NamedTuple):
@@ -70,20 +76,23 @@ FAMILIES = {
     "binomial": Family("binomial", "logit", True),
     "probit": Family("probit", "probit", True),
     "negbinomial": Family("negbinomial", "log", False),
+    "poisson": Family("poisson", "log", False),
 }
 
 
 def get_family(family) -> Family:
-    """The :class:`Family` of a name (``"gaussian"``, ``"bernoulli"``, ``"binomial"``, ``"probit"``)."""
+    """The :class:`Family` of a name (``"gaussian"``, ``"bernoulli"``, ``"binomial"``, ``"probit"``,
+    ``"negbinomial"``, ``"poisson"``)."""
     if isinstance(family, Family):
         return family
     if family is None:
         return FAMILIES["gaussian"]
     if not isinstance(family, str) or family.lower() not in FAMILIES:
         extra = ""
-        if isinstance(family, str) and family.lower() in ("poisson", "logistic", "logit"):
-            extra = (" (use 'bernoulli' or 'binomial' for the logit link)" if family.lower() in ("logistic", "logit")
-                     else f" ({family!r} is not implemented yet)")
+        if isinstance(family, str) and family.lower() in ("logistic", "logit"):
+            extra = " (use 'bernoulli' or 'binomial' for the logit link)"
+        elif isinstance(family, str) and family.lower() in ("negative_binomial", "negativebinomial", "nb", "nb2"):
+            extra = " (the negative binomial is 'negbinomial')"
         raise ValueError(f"family={family!r} is not available{extra}; expected one of {sorted(FAMILIES)}")
     return FAMILIES[family.lower()]
 
@@ -175,10 +184,12 @@ def negbinomial_log_prob(y, eta, r):
 
 
 def log_prob(family: Family, y, trials, eta, dispersion=None):
-    """Pointwise ``log p(y_i | eta_i)`` of a non-Gaussian family (with the binomial coefficient);
+    """Pointwise ``log p(y_i | eta_i)`` of a non-Gaussian family (with the binomial coefficient or ``y!``);
     ``dispersion`` is the negative binomial's ``r``."""
     if family.name == "negbinomial":
         return negbinomial_log_prob(y, eta, dispersion)
+    if family.name == "poisson":
+        return y * eta - jnp.exp(eta) - gammaln(y + 1.0)
     if family.link == "logit":
         log_p, log_q = jax.nn.log_sigmoid(eta), jax.nn.log_sigmoid(-eta)
     elif family.link == "probit":
@@ -191,13 +202,68 @@ def log_prob(family: Family, y, trials, eta, dispersion=None):
 
 def draw_outcome(family: Family, rng_key, eta, trials, dispersion=None):
     """New outcomes ``y ~ Binomial(trials, inverse_link(eta))`` (float, the shape of ``eta``); the negative
-    binomial's as a gamma mixture of Poissons, ``y ~ Poisson(lambda)``, ``lambda ~ Gamma(r, rate r / mu)``."""
+    binomial's as a gamma mixture of Poissons, the Poisson's ``Poisson(e^eta)``, ``y ~ Poisson(lambda)``, ``lambda ~ Gamma(r, rate r / mu)``."""
     if family.name == "negbinomial":
         key_g, key_p = jax.random.split(rng_key)
         r = jnp.asarray(dispersion, eta.dtype)
         lam = jax.random.gamma(key_g, jnp.broadcast_to(r, eta.shape), dtype=eta.dtype) * jnp.exp(eta) / r
         return jax.random.poisson(key_p, lam, eta.shape).astype(eta.dtype)
+    if family.name == "poisson":
+        return jax.random.poisson(rng_key, jnp.exp(eta), eta.shape).astype(eta.dtype)
     prob = inverse_link(family, eta)
     trials = jnp.broadcast_to(jnp.asarray(trials, eta.dtype), eta.shape)
     return jax.random.binomial(rng_key, trials, prob).astype(eta.dtype)
 
+
+
+def check_separation(family: Family, design: np.ndarray, names, y: np.ndarray, trials, response: str) -> None:
+    r"""Raise a ``ValueError`` when the data are (quasi-)completely *separated* along the flat coefficients.
+
+    ``design`` holds the columns of the coefficients with a flat prior (``names``), one row per observation.
+    A direction ``v`` of those coefficients along which the likelihood never decreases makes their
+    posterior improper under the flat prior, whatever the group effects (the likelihood, integrated over
+    them, is then non-decreasing in ``t`` along ``beta + t v`` and bounded away from 0): for the
+    binomial-type families ``x_i v >= 0`` where every trial succeeded, ``<= 0`` where every trial failed,
+    ``= 0`` elsewhere (Albert & Anderson 1984); for counts (log link) ``x_i v <= 0`` where the count is 0 and
+    ``= 0`` elsewhere (a coefficient that can go to minus infinity on the zeros). Detected as Konis (2007)
+    does, by the linear program ``max sum_i s_i x_i v`` under those constraints and ``|v_j| <= 1``
+    (``s_i = +1`` / ``-1`` on the rows with an inequality): a positive optimum is a direction of
+    separation (the maximum likelihood estimate does not exist either: glm's "fitted probabilities
+    numerically 0 or 1"). The rows are merged first (the program has one constraint per distinct row).
+    """
+    from scipy.optimize import linprog
+
+    if family.gaussian or design.shape[1] == 0:
+        return
+    y = np.asarray(y, np.float64)
+    if family.link == "log":
+        sign = np.where(y == 0, -1.0, 0.0)
+    else:
+        m = np.ones_like(y) if trials is None else np.asarray(trials, np.float64)
+        sign = np.where(y == 0, -1.0, np.where(y == m, 1.0, 0.0))
+    rows, index = np.unique(np.column_stack([design, sign]), axis=0, return_inverse=True)
+    X, s = rows[:, :-1], rows[:, -1]
+    scale = np.max(np.abs(X), axis=0)
+    scale[scale == 0] = 1.0
+    X = X / scale
+    strict = s != 0
+    c = -np.sum(s[strict, None] * X[strict], axis=0)
+    result = linprog(c, A_ub=-(s[strict, None] * X[strict]) if strict.any() else None,
+                     b_ub=np.zeros(int(strict.sum())) if strict.any() else None,
+                     A_eq=X[~strict] if (~strict).any() else None,
+                     b_eq=np.zeros(int((~strict).sum())) if (~strict).any() else None,
+                     bounds=[(-1.0, 1.0)] * X.shape[1], method="highs")
+    if result.status != 0 or -result.fun <= 1e-7 * max(1.0, float(np.abs(c).sum())):
+        return
+    v = result.x
+    involved = [str(names[j]) for j in np.flatnonzero(np.abs(v) > 1e-6)]
+    moved = np.abs(X @ v) > 1e-9
+    ys = sorted({float(value) for value in y[moved[index.reshape(-1)]]})[:5]
+    what = ("the counts are 0 wherever the combination is non-zero" if family.link == "log"
+            else "every trial succeeds on one side of 0 and fails on the other")
+    raise ValueError(
+        f"the data are separated: along a combination of the coefficients {involved} (flat priors) the "
+        f"likelihood of {response!r} never decreases ({what}; responses there: {ys}), so these coefficients "
+        "go to +-infinity and under flat priors the posterior is improper (the maximum likelihood estimate "
+        "does not exist either). Give them a proper prior, e.g. priors={'beta': mg.priors.Normal(0, 2.5)}, "
+        "or remove the predictor that separates the data")

@@ -131,6 +131,10 @@ def mixed_log_joint(state, data, structure, priors, z_scale) -> jax.Array:
         from mlgibbs.conditionals.negbinomial import log_likelihood
 
         lp = log_likelihood(fit, data, state.sigma_y) + priors.sigma_y.log_prob(state.sigma_y)
+    elif structure.family == "poisson":  # every observation's Poisson probability, from the merged rows
+        from mlgibbs.conditionals.poisson import log_likelihood
+
+        lp = log_likelihood(fit, data)
     else:  # the binomial log likelihood of the kernel's merged rows (binomial coefficients of the rows)
         from mlgibbs.families import FAMILIES, log_prob
 

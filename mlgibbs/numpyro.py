@@ -712,6 +712,9 @@ def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[
         elif family.dispersion:  # NB2: mean e^eta, concentration r
             r = numpyro.sample("r", _dispersion_distribution(priors["r"], dist))
             numpyro.factor(model.response, jnp.sum(log_prob(family, y, trials, mean, r)))
+        elif family.name == "poisson":
+            with numpyro.plate("obs_id", n):
+                numpyro.sample(model.response, dist.Poisson(jnp.exp(mean)), obs=y)
         elif family.link == "logit":
             with numpyro.plate("obs_id", n):
                 numpyro.sample(model.response, dist.Binomial(total_count=trials, logits=mean), obs=y)

@@ -146,8 +146,8 @@ def predict(idata, model, newdata, *, new_levels: str = "sample", rng_key: Any =
     InferenceData (ArviZ 0.x) or DataTree (1.x)
         Group ``predictions`` with ``mu`` (the expected value) and, with ``observations``, the
         response's name (new observations), each ``(chain, draw, obs_id)`` with ``obs_id`` the index
-        of ``newdata``. For the negative binomial ``mu`` is the mean count ``e^eta``, and new counts are
-        drawn with the posterior's ``r``. For a binomial-type family ``mu`` is the probability of a success (the inverse
+        of ``newdata``. For the Poisson and the negative binomial ``mu`` is the mean count ``e^eta``, and
+        new counts are drawn with it (and the posterior's ``r``). For a binomial-type family ``mu`` is the probability of a success (the inverse
         link of the linear predictor), ``eta`` the linear predictor, and the new observations are counts
         of successes out of ``trials``.
 
@@ -234,12 +234,14 @@ def predict(idata, model, newdata, *, new_levels: str = "sample", rng_key: Any =
         variables = {"mu": (dims, mu)}
         if observations:
             variables[spec.response] = (dims, mu + sigma_y[..., None] * rng.normal(size=mu.shape))
-    elif family.dispersion:  # negative binomial: mean e^eta, new counts by the gamma mixture of Poissons
-        mean = np.exp(mu)
+    elif family.link == "log":  # counts: mean e^eta; new counts Poisson, the negative binomial's by the
+        mean = np.exp(mu)       # gamma mixture of Poissons with each draw's r
         variables = {"mu": (dims, mean), "eta": (dims, mu)}
         if observations:
-            r = _posterior(idata, "r")[..., None]
-            rate = rng.gamma(np.broadcast_to(r, mean.shape), mean / r)
+            rate = mean
+            if family.dispersion:
+                r = _posterior(idata, "r")[..., None]
+                rate = rng.gamma(np.broadcast_to(r, mean.shape), mean / r)
             variables[spec.response] = (dims, rng.poisson(rate).astype(np.float64))
     else:
         from scipy.special import expit, ndtr

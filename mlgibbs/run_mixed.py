@@ -306,6 +306,10 @@ def to_inference_data_mixed(model, variables, *, log_likelihood=None, posterior_
         datasets["posterior_moments"] = xr.Dataset(moment_vars, coords={"chain": base["chain"], **used(moment_vars)},
                                                    attrs=all_attrs)
     datasets["observed_data"] = observed_data(model, all_attrs)
+    if model.family.counts and model.trials is not None:   # the trials of a binomial-type family, by obs_id
+        name = model.trials_column or "trials"
+        datasets["constant_data"] = xr.Dataset({name: (("obs_id",), np.asarray(model.trials, np.float64))},
+                                               coords={"obs_id": np.arange(model.num_obs)}, attrs=all_attrs)
     return make_inference_data(datasets)
 
 

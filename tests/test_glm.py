@@ -49,7 +49,8 @@ def frame(n=80, seed=0):
     (lambda d: d.assign(m=d.m.where(d.index != 1, 0)), "binomial", "m", r"m must hold positive integers"),
     (lambda d: d.assign(m=d.m.astype(float).where(d.index != 1, np.nan)), "binomial", "m", r"'m' has 1 missing"),
     (lambda d: d.assign(y=0), "bernoulli", None, r"all failures.*improper"),
-    (lambda d: d, "poisson", None, r"family='poisson' is not available"),
+    (lambda d: d, "gamma", None, r"family='gamma' is not available"),
+    (lambda d: d, "nb", None, r"family='nb' is not available.*'negbinomial'"),
     (lambda d: d, "bernoulli", 3, r"one trial per row"),
 ])
 def test_bad_input_names_the_column(change, family, trials, match):
@@ -157,6 +158,9 @@ def test_output_groups_and_reproducibility():
     assert loglik.shape == (2, 300, len(df)) and np.all(loglik <= 0)
     ppc = idata.posterior_predictive["k"].values
     assert np.all((ppc >= 0) & (ppc <= df["m"].to_numpy()) & (ppc == np.round(ppc)))
+    # the trials, by observation, in constant_data (named after their column)
+    np.testing.assert_array_equal(np.asarray(idata.constant_data["m"]), df["m"].to_numpy())
+    assert "constant_data" in mg.arviz.groups(idata)
     result = mg.loo(idata)          # ArviZ's loo on both ArviZ 0.x and 1.x
     assert np.isfinite(result.elpd) and result.elpd_i.shape == (len(df),)
     again = mg.sample(3, model, num_chains=2, num_warmup=200, num_draws=300, posterior_predictive=True,
@@ -217,3 +221,41 @@ def test_continue_from_a_run_and_lp():
     lp = more.sample_stats["lp"].values
     # float32 lp of values about 170: round-off about 1e-5 (observed 2e-5); a wrong term is O(1)
     np.testing.assert_allclose(lp - lp[0, 0], direct - direct[0, 0], atol=1e-3)
+
+
+# ------------------------------------------------------------------ separation
+def _separation_frame():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"x": rng.normal(size=100), "z": rng.normal(size=100), "g": rng.integers(0, 5, 100)})
+    df["y"] = (df["x"] > 0).astype(int)                              # complete separation by x
+    df["q"] = np.where(df["x"] > 0.5, 1, (df["z"] > 0).astype(int))  # quasi-complete: all 1 above 0.5
+    df["c"] = np.where(df["x"] > 0, rng.poisson(3, 100), 0)          # counts: all 0 where x <= 0
+    return df
+
+
+@pytest.mark.parametrize("formula, family, column", [
+    ("y ~ x + (1 | g)", "bernoulli", "'y'"),
+    ("y ~ x + (1 | g)", "probit", "'y'"),
+    ("q ~ z + I(x > 0.5) + (1 | g)", "bernoulli", "'q'"),
+    ("c ~ I(x > 0) + (1 | g)", "poisson", "'c'"),
+    ("c ~ I(x > 0) + (1 | g)", "negbinomial", "'c'"),
+])
+def test_separation_under_flat_priors_is_refused(formula, family, column):
+    df = _separation_frame()
+    with pytest.raises(ValueError, match=rf"(?s)separated.*{column}.*improper"):
+        mg.Model.from_formula(formula, df, family=family)
+    # a proper prior on the coefficients makes the posterior proper: accepted
+    mg.Model.from_formula(formula, df, family=family, priors={"beta": Normal(0.0, 2.5)})
+
+
+def test_no_separation_reported_on_the_shipped_data():
+    d = mg.datasets
+    for formula, load, family, trials in [
+        ("I(activity > 4) ~ floor + log_uranium + (1 | county)", d.load_radon, "bernoulli", None),
+        ("incidence ~ period + (1 | herd)", d.load_cbpp, "binomial", "size"),
+        ("use ~ age + I(age**2) + urban + livch + (1 + urban | district)", d.load_contraception, "bernoulli", None),
+        ("r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)", d.load_verbagg, "bernoulli", None),
+        ("TICKS ~ YEAR + scale(HEIGHT) + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)", d.load_grouseticks, "poisson",
+         None),
+    ]:
+        mg.Model.from_formula(formula, load(), family=family, trials=trials)

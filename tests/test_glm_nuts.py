@@ -1,4 +1,4 @@
-"""The augmented Gibbs samplers of the binomial-type families against NUTS (NumPyro) on shipped data.
+"""The samplers of the non-Gaussian families against NUTS (NumPyro) on shipped data.
 
 The same comparison as ``tests/test_mixed_nuts.py`` (whose helpers this file uses): for every fixed
 effect, group-level coefficient, standard deviation, correlation and the varying coefficients of three
@@ -22,7 +22,10 @@ Cases (the data of issue 9):
   LOCATION)`` with ``family="negbinomial"`` (403 chicks, 118 broods nested in 63 locations; the NB's ``r``
   takes the chick-level overdispersion), normal coefficients, half-normal scales, ``r ~ Gamma(0.01, 0.01)``;
   NumPyro's side is the NB2 log pmf of :func:`mlgibbs.families.negbinomial_log_prob`, checked against
-  SciPy in ``tests/test_negbinomial.py``.
+  SciPy in ``tests/test_negbinomial.py``;
+* ``grouseticks-poisson``: the same counts as a Poisson-lognormal model, ``TICKS ~ YEAR + scale(HEIGHT) + (1 |
+  BROOD) + (1 | INDEX) + (1 | LOCATION)`` (the chick-level ``INDEX`` effect takes the overdispersion; the
+  Metropolis-Hastings kernel of :mod:`mlgibbs.conditionals.poisson`), NumPyro's ``Poisson(e^eta)``.
 
 NUTS is non-centred where the group scale has mass near zero (radon's county scale: the centred
 parametrisation gave R-hat 1.06 and bulk ESS 59 for it; cbpp's 15 herds) and centred where the groups
@@ -77,10 +80,15 @@ CASES = {
                            mg.datasets.load_grouseticks, "negbinomial",
                            {"beta": Normal(0.0, 5.0), "BROOD": HalfNormal(1.0), "LOCATION": HalfNormal(1.0)},
                            dict(centered=False), (8000, 1), nuts_draws=3000),
+    "grouseticks-poisson": Case("TICKS ~ YEAR + scale(HEIGHT) + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+                                mg.datasets.load_grouseticks, "poisson",
+                                {"beta": Normal(0.0, 5.0), "BROOD": HalfNormal(1.0), "INDEX": HalfNormal(1.0),
+                                 "LOCATION": HalfNormal(1.0)},
+                                dict(centered=False), (12000, 2), nuts_draws=3000),
 }
-# long: the location scale mixes slowly under the negative binomial (bulk ESS ~1.4% of draws), so 4 x 8,000
-# Gibbs draws for the ESS >= 400 gate; several minutes on 2 cores
-SLOW = {"grouseticks-nb"}
+# long: the location scale mixes slowly under the negative binomial (bulk ESS ~1.4% of draws) and the Poisson
+# (~1% of sweeps), so 4 x 8,000 and 4 x 24,000 Gibbs sweeps for the ESS >= 400 gate; minutes each on 2 cores
+SLOW = {"grouseticks-nb", "grouseticks-poisson"}
 
 PERTURBED = {"cbpp": {"herd": HalfNormal(0.5)}}
 SEEDS = {name: 90210 + 31 * i for i, name in enumerate(CASES)}

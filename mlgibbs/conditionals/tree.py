@@ -46,7 +46,8 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-__all__ = ["ChainSpec", "ChainData", "draw_chain", "chain_precision"]
+__all__ = ["ChainSpec", "ChainData", "draw_chain", "chain_precision", "chain_log_normalizer", "draw_given_root",
+           "subtree_log_normalizers"]
 
 
 class ChainSpec(NamedTuple):
@@ -237,11 +238,44 @@ def _collapse(precision, linear, d, prior_precision, M):
         message_linear = message_linear + _matmul(jnp.swapaxes(GM, 1, 2), linear[:, -d:, None])[:, :, 0]
         gain = X_c - GM
     message = 0.5 * (message + jnp.swapaxes(message, 1, 2))
-    return message, message_linear, (chol, gain, x_h)
+    # the part of log int exp(-b'Kb/2 + b'h_b) db free of the context (the normalizer's share of the group)
+    log_norm = 0.5 * jnp.sum(linear[:, -d:] * x_h, axis=1) - jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)),
+                                                                      axis=1)
+    return message, message_linear, (chol, gain, x_h), log_norm
+
+
+def _up_pass(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions: Sequence, U: Sequence):
+    """The pass up to the coarsest level: its groups' messages on ``rho`` ``(J_1, P, P)``, ``(J_1, P)``, what
+    the pass down needs, and each coarsest group's share of the log normalizer (its subtree's)."""
+    P = spec.root_dim
+    L = len(spec.factors)
+    D = chain.gram.shape[-1]
+    context_dims = [P + sum(spec.dims[:i]) for i in range(L)]
+    # rows, embedded from (beta, b_1..b_L) into (rho, b_1..b_L)
+    total = context_dims[-1] + spec.dims[-1]
+    assert total == D + P - spec.p
+    precision = _insert_zeros(_insert_zeros(inv_var_y * chain.gram, spec.p, P - spec.p, axis=1),
+                              spec.p, P - spec.p, axis=2)
+    linear = _insert_zeros(inv_var_y * row_linear, spec.p, P - spec.p, axis=1)
+    saved = [None] * L
+    below = None   # per group of the current level, the log normalizer of the levels below it
+    for i in reversed(range(L)):
+        f = spec.factors[i]
+        M = _mean_map(spec, f, U[f], context_dims[i], precision.dtype)
+        message, message_linear, saved[i], level_norm = _collapse(precision, linear, spec.dims[i], precisions[f], M)
+        if below is not None:
+            level_norm = level_norm + below
+        if i == 0:
+            return message, message_linear, saved, level_norm
+        parents = chain.parents[i - 1]
+        J_parent = U[spec.factors[i - 1]].shape[0]
+        precision = jax.ops.segment_sum(message, parents, num_segments=J_parent)
+        linear = jax.ops.segment_sum(message_linear, parents, num_segments=J_parent)
+        below = jax.ops.segment_sum(level_norm, parents, num_segments=J_parent)
 
 
 def chain_precision(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions: Sequence,
-                    U: Sequence, root_precision, root_linear):
+                    U: Sequence, root_precision, root_linear, with_log_normalizer: bool = False):
     """The pass up: messages from every level and the root's canonical parameters.
 
     Parameters
@@ -257,61 +291,55 @@ def chain_precision(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, pr
     root_precision, root_linear
         The canonical parameters of every factor on ``rho`` that is not a message (``p(rho)`` and the
         priors of factors outside the chain).
+    with_log_normalizer
+        Also return the levels' share of the log normalizer (:func:`chain_log_normalizer`).
 
     Returns
     -------
     (root_precision, root_linear), saved
-        ``saved`` holds, per level (coarsest first), what the pass down needs.
+        ``saved`` holds, per level (coarsest first), what the pass down needs; then the levels' log
+        normalizer with ``with_log_normalizer``.
     """
-    P = spec.root_dim
-    L = len(spec.factors)
-    D = chain.gram.shape[-1]
-    context_dims = [P + sum(spec.dims[:i]) for i in range(L)]
-    # rows, embedded from (beta, b_1..b_L) into (rho, b_1..b_L)
-    total = context_dims[-1] + spec.dims[-1]
-    assert total == D + P - spec.p
-    precision = _insert_zeros(_insert_zeros(inv_var_y * chain.gram, spec.p, P - spec.p, axis=1),
-                              spec.p, P - spec.p, axis=2)
-    linear = _insert_zeros(inv_var_y * row_linear, spec.p, P - spec.p, axis=1)
-    saved = [None] * L
-    for i in reversed(range(L)):
-        f = spec.factors[i]
-        M = _mean_map(spec, f, U[f], context_dims[i], precision.dtype)
-        message, message_linear, saved[i] = _collapse(precision, linear, spec.dims[i], precisions[f], M)
-        if i == 0:
-            root_precision = root_precision + jnp.sum(message, axis=0)
-            root_linear = root_linear + jnp.sum(message_linear, axis=0)
-        else:
-            parents = chain.parents[i - 1]
-            J_parent = U[spec.factors[i - 1]].shape[0]
-            precision = jax.ops.segment_sum(message, parents, num_segments=J_parent)
-            linear = jax.ops.segment_sum(message_linear, parents, num_segments=J_parent)
+    message, message_linear, saved, log_norm = _up_pass(spec, chain, row_linear, inv_var_y, precisions, U)
+    root_precision = root_precision + jnp.sum(message, axis=0)
+    root_linear = root_linear + jnp.sum(message_linear, axis=0)
+    if with_log_normalizer:
+        return (root_precision, root_linear), saved, jnp.sum(log_norm)
     return (root_precision, root_linear), saved
 
 
-def draw_chain(rng_key, spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions, U,
-               root_precision, root_linear):
-    """Draw ``(rho, b_{f_1}, ..., b_{f_L})`` from their joint conditional (module docstring).
+def _subtree_log_normalizers(message, message_linear, log_norm, rho):
+    """Per coarsest group ``log Z_g(rho) = C_g + m_g' rho - rho' M_g rho / 2`` (its subtree given ``rho``)."""
+    if not rho.shape[0]:
+        return log_norm
+    quadratic = jnp.sum(jnp.sum(message * rho[None, None, :], axis=2) * rho[None, :], axis=1)
+    return log_norm + message_linear @ rho - 0.5 * quadratic
 
-    Returns
-    -------
-    rho, effects
-        ``rho`` ``(P,)`` and a tuple of ``b_{f_i}`` ``(J_i, d_i)``, coarsest first.
-    """
-    P = spec.root_dim
-    (lam, h), saved = chain_precision(spec, chain, row_linear, inv_var_y, precisions, U,
-                                      root_precision, root_linear)
+
+def subtree_log_normalizers(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions, U, rho):
+    r"""Given ``rho``, the effects of different coarsest groups (each with its nested groups: a *subtree*)
+    are independent; the log normalizer of each subtree's Gaussian (priors' normalizers left out, as in
+    :func:`chain_log_normalizer`), ``(J_1,)``."""
+    message, message_linear, _, log_norm = _up_pass(spec, chain, row_linear, inv_var_y, precisions, U)
+    return _subtree_log_normalizers(message, message_linear, log_norm, rho)
+
+
+def draw_given_root(rng_key, spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions, U, rho):
+    """Draw ``(b_{f_1}, ..., b_{f_L})`` given ``rho`` (every subtree from its conditional), and return the
+    subtrees' log normalizers (:func:`subtree_log_normalizers`) from the same pass up."""
+    message, message_linear, saved, log_norm = _up_pass(spec, chain, row_linear, inv_var_y, precisions, U)
     dtype = chain.gram.dtype
-    sizes = [P] + [saved_i[0].shape[0] * d for saved_i, d in zip(saved, spec.dims)]
-    normals = jax.random.normal(rng_key, (sum(sizes),), dtype)   # one draw for the whole chain
+    sizes = [saved_i[0].shape[0] * d for saved_i, d in zip(saved, spec.dims)]
+    normals = jax.random.normal(rng_key, (sum(sizes),), dtype)
+    effects = _down_pass(spec, chain, saved, rho, normals)
+    return effects, _subtree_log_normalizers(message, message_linear, log_norm, rho)
+
+
+def _down_pass(spec: ChainSpec, chain: ChainData, saved, rho, normals):
+    """Every level's effects given ``rho`` and their ancestors, from standard normals (the pass down)."""
+    P = rho.shape[0]
+    sizes = [saved_i[0].shape[0] * d for saved_i, d in zip(saved, spec.dims)]
     offsets = [sum(sizes[:i]) for i in range(len(sizes))]
-    if P:
-        chol = jnp.linalg.cholesky(lam)
-        z = normals[:P]
-        w = jax.scipy.linalg.solve_triangular(chol, h, lower=True)
-        rho = jax.scipy.linalg.solve_triangular(chol.T, w + z, lower=False)
-    else:
-        rho = jnp.zeros((0,), dtype)
     effects = []
     ancestors = None  # per level, the index of each group's ancestor at every coarser level
     for i, (chol, gain, mean_part) in enumerate(saved):
@@ -328,7 +356,65 @@ def draw_chain(rng_key, spec: ChainSpec, chain: ChainData, row_linear, inv_var_y
         # tests/test_mixed_exact.py fails (45 standard deviations), although on the same inputs outside
         # vmap the two forms agree to 5e-10; not understood yet (an XLA:CPU rewrite under vmap?)
         mean = mean_part - (gain @ context[:, :, None])[:, :, 0]
-        z = normals[offsets[i + 1]:offsets[i + 1] + sizes[i + 1]].reshape(mean.shape)
+        z = normals[offsets[i]:offsets[i] + sizes[i]].reshape(mean.shape)
         noise = _solve_upper_transposed(chol, z)
         effects.append(mean + noise)
-    return rho, tuple(effects)
+    return tuple(effects)
+
+
+def _root_factor(lam, h):
+    """The root's Cholesky factor ``L`` and ``L^{-1} h``."""
+    chol = jnp.linalg.cholesky(lam)
+    return chol, jax.scipy.linalg.solve_triangular(chol, h, lower=True)
+
+
+def _root_log_normalizer(chol, whitened):
+    return 0.5 * jnp.sum(whitened**2) - jnp.sum(jnp.log(jnp.diagonal(chol)))
+
+
+def chain_log_normalizer(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions, U,
+                         root_precision, root_linear):
+    r"""``log Z = log \int exp(-x'Qx/2 + x'l) dx + (dim/2) log(2 pi)`` of the chain's Gaussian in canonical form.
+
+    ``x = (rho, b_{f_1}, ..., b_{f_L})``, ``Q`` and ``l`` its precision and linear term as in
+    :func:`draw_chain` with the priors' *normalizers* left out (``log Z`` is compared between two sets of
+    row statistics under the same priors: a Metropolis-Hastings ratio with a Gaussian proposal). By the pass
+    up: each eliminated group adds ``h_b' K^{-1} h_b / 2 - log |L_K|`` (the part free of the context, whose
+    dependence the message carries), the root ``|L^{-1} h|^2 / 2 - log |L|``; ``log Z = l'Q^{-1}l/2 -
+    log |Q|/2``.
+    """
+    (lam, h), _, log_norm = chain_precision(spec, chain, row_linear, inv_var_y, precisions, U,
+                                            root_precision, root_linear, with_log_normalizer=True)
+    if spec.root_dim:
+        log_norm = log_norm + _root_log_normalizer(*_root_factor(lam, h))
+    return log_norm
+
+
+def draw_chain(rng_key, spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions, U,
+               root_precision, root_linear, with_log_normalizer: bool = False):
+    """Draw ``(rho, b_{f_1}, ..., b_{f_L})`` from their joint conditional (module docstring).
+
+    Returns
+    -------
+    rho, effects
+        ``rho`` ``(P,)`` and a tuple of ``b_{f_i}`` ``(J_i, d_i)``, coarsest first; then, with
+        ``with_log_normalizer``, the Gaussian's log normalizer (:func:`chain_log_normalizer`) from the
+        same pass.
+    """
+    P = spec.root_dim
+    (lam, h), saved, log_norm = chain_precision(spec, chain, row_linear, inv_var_y, precisions, U,
+                                                root_precision, root_linear, with_log_normalizer=True)
+    dtype = chain.gram.dtype
+    sizes = [P] + [saved_i[0].shape[0] * d for saved_i, d in zip(saved, spec.dims)]
+    normals = jax.random.normal(rng_key, (sum(sizes),), dtype)   # one draw for the whole chain
+    if P:
+        chol, w = _root_factor(lam, h)
+        log_norm = log_norm + _root_log_normalizer(chol, w)
+        z = normals[:P]
+        rho = jax.scipy.linalg.solve_triangular(chol.T, w + z, lower=False)
+    else:
+        rho = jnp.zeros((0,), dtype)
+    effects = _down_pass(spec, chain, saved, rho, normals[P:])
+    if with_log_normalizer:
+        return rho, effects, log_norm
+    return rho, effects

@@ -364,7 +364,7 @@ class MixedModel:
         if not self.family.gaussian:  # successes summed into the kernel rows; trials and lanes unchanged
             t = jax.ops.segment_sum(jnp.asarray(y, dtype), jnp.asarray(self.cell_of_obs),
                                     num_segments=self.data.t.shape[0])
-            if self.family.dispersion:  # the lanes follow the counts: the traced draw instead
+            if self.family.link == "log":  # counts (the negative binomial's lanes follow them: traced draw)
                 return self.data._replace(t=t, y_obs=jnp.asarray(y, dtype), lane_rows=None)
             return self.data._replace(t=t)
         W_obs = jnp.asarray(self.kernel_rows[0], dtype)
@@ -609,6 +609,12 @@ class MixedModel:
         # ---------------------------------------------------------------- priors
         resolved, kernel_priors = _resolve_priors(priors, factors, x_names, u_names, constant_in, tr, spread,
                                                   sizes, intercept_coord, U, n, response, family)
+        if not family.gaussian:   # separation along the flat coefficients: an improper posterior
+            from mlgibbs.families import check_separation
+            from mlgibbs.models.checks import num_flat
+
+            flat = [j for j, name in enumerate(names) if num_flat(resolved["beta"][name], 1)]
+            check_separation(family, design[:, flat], [names[j] for j in flat], y, trials, response)
         loc_prior = _location_prior(resolved["beta"], x_names, u_names, tr, cls, factors)
 
         # ---------------------------------------------------------------- rows and chains
@@ -619,11 +625,12 @@ class MixedModel:
             W_rows, t_rows, codes_rows, floor = rows
         else:
             W_rows, t_rows, codes_rows, glm, cell_of_obs = _merge_trials(W_obs, y, trials, codes)
-            if family.dispersion:  # the observations' counts, and max(Y - 1, 0) PG(1) lanes per row
+            if family.link == "log":  # counts: the observations' counts; no trial lanes
                 glm["y_obs"] = y
+                glm["lane_rows"] = glm["lane_position"] = None
+            if family.dispersion:  # max(Y - 1, 0) PG(1) lanes per row
                 glm["lane_rows"] = np.repeat(np.arange(t_rows.shape[0]),
                                              np.maximum(np.rint(t_rows) - 1, 0).astype(np.int64)).astype(np.int32)
-                glm["lane_position"] = None
             floor = 0.0
             comp = _Compression(*(np.zeros(0, np.int32),) * 3, np.zeros((0, 0, 0)), np.zeros((0, 0, 0)))
         chains = []

@@ -249,8 +249,9 @@ class Model:
             the raw statistics; for tests and for users who compose kernels by hand).
         family
             The outcome family (:mod:`mlgibbs.families`): ``"gaussian"`` (default), ``"bernoulli"``
-            (0/1 response, logit link), ``"binomial"`` (successes of ``trials``, logit link) or
-            ``"probit"`` (0/1 response, or successes of ``trials``, probit link). Any family but the
+            (0/1 response, logit link), ``"binomial"`` (successes of ``trials``, logit link),
+            ``"probit"`` (0/1 response, or successes of ``trials``, probit link), ``"negbinomial"``
+            (counts, NB2 with dispersion ``r``, log link) or ``"poisson"`` (counts, log link). Any family but the
             Gaussian builds a :class:`~mlgibbs.models.mixed.MixedModel` (names ``alpha_<g>``,
             ``sigma_<g>``, ... also for ``(1 | g)``) and needs a grouping term.
         trials

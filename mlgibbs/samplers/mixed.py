@@ -22,7 +22,10 @@ variables given the locations (Polya-Gamma weights for the logit link, Albert-Ch
 the probit: :mod:`mlgibbs.conditionals.augmentation`); given them the rows form a Gaussian regression
 with row precisions ``w_r`` and working responses ``s_r / w_r``, and 1 and 3 are drawn as above with
 those weights (``sigma_y`` is not a parameter: step 2 is skipped, the state keeps ``sigma_y = 1``). The
-parameter-expanded scale moves act on that weighted regression too.
+parameter-expanded scale moves act on that weighted regression too. The negative binomial draws its
+weights afresh for each block and keeps its dispersion ``r`` in ``sigma_y``'s slot
+(:mod:`mlgibbs.conditionals.negbinomial`); the Poisson replaces step 1 by Metropolis-Hastings blocks with
+IWLS Gaussian proposals and the moves by slice steps (:mod:`mlgibbs.conditionals.poisson`).
 """
 
 from __future__ import annotations
@@ -147,19 +150,11 @@ def _split_rho(structure: MixedStructure, rho):
     return beta, gamma
 
 
-def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData,
-                 precisions=None, weights=None, linear=None) -> MixedState:
-    """Redraw ``rho = (beta, gamma)`` and the effects of chain ``k`` from their joint full conditional.
-
-    Given the variances and the effects of the factors outside the chain (the exact block draw of
-    :func:`mlgibbs.conditionals.tree.draw_chain`). ``precisions`` are the ``Sigma_f^{-1}`` when the
-    caller has them. With ``weights`` and ``linear`` (per kernel row: an augmented binomial-type model,
-    :mod:`mlgibbs.conditionals.augmentation`) the rows' likelihood is ``exp(sum_r linear_r eta_r -
-    weights_r eta_r^2 / 2)`` instead of the Gaussian's with ``sigma_y``.
-    """
+def _chain_inputs(structure: MixedStructure, k: int, state: MixedState, data: MixedData, precisions,
+                  weights, linear):
+    """The arguments of :func:`~mlgibbs.conditionals.tree.draw_chain` for chain ``k`` (its row statistics,
+    with the offsets of the factors outside it, and the root prior)."""
     F = structure.num_factors
-    if precisions is None:
-        precisions = effect_precisions(state, data)
     chain = structure.chains[k]
     b = list(state.b)
     outside = tuple(f for f in range(F) if f not in chain)
@@ -184,12 +179,41 @@ def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, 
         row_linear = segment_sum(Wc * working[:, None], fine, J)
         inv_var_y = jnp.ones((), data.W.dtype)
     lam, h = _root_prior(structure, data, precisions, b, outside)
-    rho, effects = draw_chain(rng_key, structure.chain_spec(k), chain_data, row_linear,
-                              inv_var_y, precisions, data.U, lam, h)
-    for f, effect in zip(chain, effects):
+    return (structure.chain_spec(k), chain_data, row_linear, inv_var_y, precisions, data.U, lam, h)
+
+
+def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData,
+                 precisions=None, weights=None, linear=None, with_log_normalizer: bool = False):
+    """Redraw ``rho = (beta, gamma)`` and the effects of chain ``k`` from their joint full conditional.
+
+    Given the variances and the effects of the factors outside the chain (the exact block draw of
+    :func:`mlgibbs.conditionals.tree.draw_chain`). ``precisions`` are the ``Sigma_f^{-1}`` when the
+    caller has them. With ``weights`` and ``linear`` (per kernel row: an augmented binomial-type model,
+    :mod:`mlgibbs.conditionals.augmentation`) the rows' likelihood is ``exp(sum_r linear_r eta_r -
+    weights_r eta_r^2 / 2)`` instead of the Gaussian's with ``sigma_y``. With ``with_log_normalizer`` it
+    returns ``(state, log Z)``, ``log Z`` the Gaussian's log normalizer
+    (:func:`mlgibbs.conditionals.tree.chain_log_normalizer`).
+    """
+    if precisions is None:
+        precisions = effect_precisions(state, data)
+    out = draw_chain(rng_key, *_chain_inputs(structure, k, state, data, precisions, weights, linear),
+                     with_log_normalizer=True)
+    rho, effects, log_norm = out
+    b = list(state.b)
+    for f, effect in zip(structure.chains[k], effects):
         b[f] = effect
     beta, gamma = _split_rho(structure, rho)
-    return state._replace(beta=beta, gamma=gamma, b=tuple(b))
+    state = state._replace(beta=beta, gamma=gamma, b=tuple(b))
+    return (state, log_norm) if with_log_normalizer else state
+
+
+def chain_log_normalizer(structure: MixedStructure, k: int, state: MixedState, data: MixedData, precisions,
+                         weights, linear):
+    """The log normalizer of chain ``k``'s Gaussian conditional under row weights and linear terms
+    (:func:`mlgibbs.conditionals.tree.chain_log_normalizer`), without a draw."""
+    from mlgibbs.conditionals.tree import chain_log_normalizer as tree_log_normalizer
+
+    return tree_log_normalizer(*_chain_inputs(structure, k, state, data, precisions, weights, linear))
 
 
 def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
@@ -302,8 +326,13 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
             c = jnp.where(accept & (proposal != 0), proposal, 1.0)
         moved.append(c)
         scales[f] = scales[f].at[j].set(c)
+    return _rescaled(structure, state, data, devs, scales, c_maps, sorted({f for f, _ in blocks}))
+
+
+def _rescaled(structure: MixedStructure, state: MixedState, data: MixedData, devs, scales, c_maps, factors):
+    """The state with each factor's deviations multiplied by its coordinates' ``c`` and ``Sigma -> D Sigma D``."""
     b, cov = list(state.b), list(state.cov)
-    for f in sorted({f for f, _ in blocks}):
+    for f in factors:
         new_b = (devs[f] * scales[f]) @ c_maps[f].T
         k = structure.intercepts[f]
         if structure.q[f] and k >= 0:
@@ -311,6 +340,182 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
         b[f] = new_b
         cov[f] = cov[f] * scales[f][:, None] * scales[f][None, :]     # D Sigma D (signed: correlations too)
     return state._replace(b=tuple(b), cov=tuple(cov))
+
+
+def poisson_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
+                        data: MixedData, fit, dev_rows) -> MixedState:
+    r"""The parameter-expanded moves of :func:`scale_moves` under the Poisson likelihood: for each block in
+    turn, ``(delta, sigma) -> (c delta, c sigma)`` (``c > 0``) by one slice step on ``u = log c`` with density
+
+    .. math::
+
+        \ellig(\eta + (e^u - 1) vig) + \log p_\sigma(e^u \sigma)
+        \quad ig(	ext{a correlated block: } \log p_\Sigma(D \Sigma D) + s\, uig),
+
+    ``v`` the block's contribution to the rows' linear predictor ``eta`` and ``ell`` the Poisson log
+    likelihood: :func:`scale_moves`'s density of ``c`` (with respect to ``dc``) times the Jacobian
+    ``dc/du = e^u``. ``fit`` is ``eta`` at the current locations; ``dev_rows`` as in :func:`scale_moves`.
+    """
+    from mlgibbs.conditionals.poisson import log_likelihood, px_log_jacobian
+    from mlgibbs.conditionals.slice import slice_sample
+
+    slices = structure.column_slices()
+    dtype = data.t.dtype
+    F = structure.num_factors
+    owner = {(f, j): (start, size) for f in range(F) for start, size in structure.cov_blocks[f]
+             for j in range(start, start + size)}
+    blocks = sorted(owner)
+    if not blocks:
+        return state
+    keys = jax.random.split(rng_key, len(blocks))
+    devs = [deviations(structure, data.U, state.gamma, state.b, f) @ data.coef_maps[f].T for f in range(F)]
+    c_maps = [2.0 * jnp.eye(c.shape[0], dtype=dtype) - c for c in data.coef_maps]
+    scales = [jnp.ones((d,), dtype) for d in structure.dims]
+    block_precision = {}
+    eta = fit
+    for i, (f, j) in enumerate(blocks):
+        start, d = slices[f]
+        column = data.W[:, start + j] if d == 1 else data.W[:, start:start + d] @ c_maps[f][:, j]
+        v = column * dev_rows[f][:, j]
+        block_start, size = owner[(f, j)]
+        prior = priors.cov[f][_block_index(structure, f, block_start)]
+        if size > 1:
+            if (f, block_start) not in block_precision:
+                block_precision[(f, block_start)] = _precision_and_log_det(
+                    state.cov[f][block_start:block_start + size, block_start:block_start + size])
+            precision, log_det = block_precision[(f, block_start)]
+            at = j - block_start
+
+            def moved(u, precision=precision, log_det=log_det, at=at, size=size):
+                scale = jnp.ones((size,), dtype).at[at].set(jnp.exp(-u))
+                return precision * scale[:, None] * scale[None, :], log_det + 2.0 * u
+
+            def log_density(u, v=v, eta=eta, prior=prior, moved=moved, size=size):
+                return (log_likelihood(eta + jnp.expm1(u) * v, data, constant=False)
+                        + prior.log_prob_from_precision(*moved(u)) + px_log_jacobian(u, size))
+        else:
+            sigma = jnp.sqrt(state.cov[f][j, j])
+
+            def log_density(u, v=v, eta=eta, prior=prior, sigma=sigma):
+                return (log_likelihood(eta + jnp.expm1(u) * v, data, constant=False)
+                        + prior.log_prob(jnp.exp(u) * sigma) + px_log_jacobian(u, 0))
+        u = slice_sample(keys[i], jnp.zeros((), dtype), log_density, 0.5)
+        if size > 1:
+            block_precision[(f, block_start)] = moved(u)
+        c = jnp.exp(u)
+        eta = eta + jnp.expm1(u) * v
+        scales[f] = scales[f].at[j].set(c)
+    return _rescaled(structure, state, data, devs, scales, c_maps, sorted({f for f, _ in blocks}))
+
+
+def _poisson_effects(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData, precisions):
+    r"""Chain ``k``'s effects given ``rho`` by Metropolis-Hastings with the IWLS Gaussian proposal
+    (:mod:`mlgibbs.conditionals.poisson`), one accept/reject per *subtree* (a coarsest group and the groups
+    nested in it: independent given ``rho`` and the other chains)."""
+    from mlgibbs.conditionals.poisson import (iwls_terms, log_likelihood_rows, metropolis_accept,
+                                              working_log_likelihood_rows)
+    from mlgibbs.conditionals.tree import draw_given_root, subtree_log_normalizers
+
+    chain = structure.chains[k]
+    key_draw, key_u = jax.random.split(rng_key)
+    outside = tuple(f for f in range(structure.num_factors) if f not in chain)
+    eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
+    offsets = _row_effects(structure, data, state.b, outside) if outside else jnp.zeros_like(eta)
+    rho = jnp.concatenate([state.beta, *state.gamma])
+    w, s = iwls_terms(eta, data)
+    inputs = _chain_inputs(structure, k, state, data, precisions, w, s)
+    effects, log_norm = draw_given_root(key_draw, *inputs[:6], rho)
+    b = list(state.b)
+    for f, effect in zip(chain, effects):
+        b[f] = effect
+    proposal = state._replace(b=tuple(b))
+    eta_new = fitted_values(structure, data.W, data.codes, proposal.beta, proposal.b)
+    w_new, s_new = iwls_terms(eta_new, data)
+    log_norm_new = subtree_log_normalizers(*_chain_inputs(structure, k, proposal, data, precisions,
+                                                          w_new, s_new)[:6], rho)
+    top = data.codes[:, chain[0]]
+    J = log_norm.shape[0]
+    forward = segment_sum(working_log_likelihood_rows(eta_new - offsets, w, s, offsets), top, J) - log_norm
+    backward = segment_sum(working_log_likelihood_rows(eta - offsets, w_new, s_new, offsets), top, J) - log_norm_new
+    change = segment_sum(log_likelihood_rows(eta_new, data) - log_likelihood_rows(eta, data), top, J)
+    log_ratio = change + backward - forward
+    accept = metropolis_accept(key_u, log_ratio)     # per subtree; NaN rejected
+    owner = jnp.arange(J)
+    for i, f in enumerate(chain):
+        if i:
+            owner = owner[data.chains[k].parents[i - 1]]
+        keep = accept[owner][:, None]
+        b[f] = jnp.where(keep, b[f], state.b[f])
+    return state._replace(b=tuple(b))
+
+
+def _poisson_root(structure: MixedStructure, rng_key, state: MixedState, data: MixedData, precisions,
+                  centred: bool = True):
+    r"""``rho = (beta, gamma)`` by Metropolis-Hastings with the IWLS Gaussian proposal
+    (:mod:`mlgibbs.conditionals.poisson`), in one of two parametrizations (Yu & Meng's 2011 interweaving):
+
+    * ``centred``: given every effect ``b``; ``gamma`` enters only the effects' priors. The proposal has
+      precision ``A = Lambda_0 + V'WV`` and linear term ``l = h_0 + V'(s - W o)`` with ``V = X`` (the rows'
+      dependence on ``beta``), ``Lambda_0, h_0`` the prior of ``rho`` with the effects' priors (on ``gamma``),
+      ``o`` the effects' part of ``eta``;
+    * non-centred: given the effects' *deviations* ``b - e_k U gamma`` (so ``b`` moves with ``gamma``);
+      ``V`` adds, for each ``gamma_f``, the columns ``Z_{f,r,k} U_{f,g(r)}``, and ``Lambda_0, h_0`` are
+      ``p(rho)`` alone. This move is the one that mixes when a scale is small (the effects then pinned to
+      their means), the centred one when the groups are well informed.
+
+    ``log Z = l'A^{-1}l/2 - log|A|/2``; the ratio as in the module. Without fixed effects the centred draw
+    is the exact conjugate one (the ratio is 1).
+    """
+    from mlgibbs.conditionals.poisson import iwls_terms, log_likelihood, metropolis_accept, working_log_likelihood
+
+    p = structure.p
+    F = structure.num_factors
+    slices = structure.column_slices()
+    key_z, key_u = jax.random.split(rng_key)
+    rho = jnp.concatenate([state.beta, *state.gamma])
+    columns = [data.W[:, :p]]
+    if centred:
+        lam0, h0 = _root_prior(structure, data, precisions, state.b, tuple(range(F)))
+        columns.append(jnp.zeros((data.W.shape[0], rho.shape[0] - p), rho.dtype))
+    else:
+        lp = data.location_prior
+        lam0, h0 = lp.precision, lp.precision @ lp.mean
+        for f in range(F):
+            k = structure.intercepts[f]
+            if structure.q[f]:
+                z = data.W[:, slices[f][0] + k] if k >= 0 else jnp.zeros_like(data.W[:, 0])
+                columns.append(z[:, None] * data.U[f][data.codes[:, f]])
+    V = jnp.concatenate(columns, axis=1)
+    eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
+    offsets = eta - V @ rho
+
+    def gaussian(eta):
+        w, s = iwls_terms(eta, data)
+        lam = lam0 + jnp.sum((V * w[:, None])[:, :, None] * V[:, None, :], axis=0)
+        h = h0 + jnp.sum(V * (s - w * offsets)[:, None], axis=0)
+        chol = jnp.linalg.cholesky(lam)
+        white = jax.scipy.linalg.solve_triangular(chol, h, lower=True)
+        log_norm = 0.5 * jnp.sum(white**2) - jnp.sum(jnp.log(jnp.diagonal(chol)))
+        return w, s, chol, white, log_norm
+
+    w, s, chol, white, log_norm = gaussian(eta)
+    z = jax.random.normal(key_z, rho.shape, rho.dtype)
+    rho_new = jax.scipy.linalg.solve_triangular(chol.T, white + z, lower=False)
+    eta_new = offsets + V @ rho_new
+    w_new, s_new, _, _, log_norm_new = gaussian(eta_new)
+    forward = working_log_likelihood(eta_new - offsets, w, s, offsets) - log_norm
+    backward = working_log_likelihood(eta - offsets, w_new, s_new, offsets) - log_norm_new
+    change = log_likelihood(eta_new, data, constant=False) - log_likelihood(eta, data, constant=False)
+    accept = metropolis_accept(key_u, change + backward - forward)
+    rho_new = jnp.where(accept, rho_new, rho)
+    beta, gamma = _split_rho(structure, rho_new)
+    b = list(state.b)
+    if not centred:  # the effects keep their deviations from the moved means
+        for f in range(F):
+            k = structure.intercepts[f]
+            if structure.q[f] and k >= 0:
+                b[f] = b[f].at[:, k].add(data.U[f] @ (gamma[f] - state.gamma[f]))
+    return state._replace(beta=beta, gamma=gamma, b=tuple(b))
 
 
 def _precision_and_log_det(cov):
@@ -333,10 +538,17 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
     F = structure.num_factors
     gaussian = structure.family == "gaussian"
     negbinomial = structure.family == "negbinomial"
+    poisson = structure.family == "poisson"
     keys = jax.random.split(rng_key, len(structure.chains) + 4)
     precisions = effect_precisions(state, data)
     weights = linear = None
-    if negbinomial:  # each chain by its own augmentation, Metropolis-corrected where b < 1
+    if poisson:  # each chain's subtrees given rho, then rho, by Metropolis-Hastings with IWLS proposals
+        for k in range(len(structure.chains)):
+            state = _poisson_effects(structure, k, keys[k], state, data, precisions)
+        key_c, key_n = jax.random.split(keys[-4])
+        state = _poisson_root(structure, key_c, state, data, precisions, centred=True)
+        state = _poisson_root(structure, key_n, state, data, precisions, centred=False)
+    elif negbinomial:  # each chain by its own augmentation, Metropolis-corrected where b < 1
         for k in range(len(structure.chains)):
             state = _negbinomial_move(keys[k], state, data,
                                       lambda key, st, w, s, k=k: update_chain(structure, k, key, st, data,
@@ -347,7 +559,7 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
 
         eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
         weights, linear = augment(structure.family, keys[-4], eta, data)
-    if not negbinomial:
+    if not (negbinomial or poisson):
         for k in range(len(structure.chains)):
             state = update_chain(structure, k, keys[k], state, data, precisions, weights, linear)
     beta, gamma, b = state.beta, state.gamma, state.b
@@ -364,7 +576,7 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
     if gaussian:
         resid = data.t - fit
         rss = data.rss_floor + jnp.sum(resid**2)
-    elif not negbinomial:  # sigma_y stays 1; the scale moves take the weighted working residuals
+    elif not (negbinomial or poisson):  # sigma_y stays 1; the scale moves take the weighted working residuals
         resid = linear - weights * fit
     # every scale (sigma_y and each scalar block) in one batched draw per prior family
     scalar = [(f, start) for f in range(F) for start, size in structure.cov_blocks[f] if size == 1]
@@ -409,6 +621,8 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
         r = draw_dispersion(key_r, state.sigma_y, eta, data, priors.sigma_y)
         return state._replace(sigma_y=r)
     state = MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
+    if poisson:
+        return poisson_scale_moves(structure, priors, keys[-3], state, data, fit, dev_rows)
     # locations unchanged since: the residuals and deviations above are current
     return scale_moves(structure, priors, keys[-3], state, data, resid, dev_rows, weights)
 
@@ -464,8 +678,37 @@ def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedStat
         cov.append(jnp.diag(sd**2))
         b.append(jnp.zeros((data.U[f].shape[0], d), dtype))
         gamma.append(jnp.zeros((structure.q[f],), dtype))
-    return MixedState(beta=jnp.zeros((structure.p,), dtype), gamma=tuple(gamma), b=tuple(b),
-                      sigma_y=sigma_y, cov=tuple(cov))
+    state = MixedState(beta=jnp.zeros((structure.p,), dtype), gamma=tuple(gamma), b=tuple(b),
+                       sigma_y=sigma_y, cov=tuple(cov))
+    if structure.family == "poisson":
+        state = _poisson_start(structure, jax.random.fold_in(rng_key, 1), state, data)
+    return state
+
+
+def _poisson_start(structure: MixedStructure, rng_key, state: MixedState, data: MixedData,
+                   num_iterations: int = 4) -> MixedState:
+    """Locations for the Poisson's first sweep: a few draws of every chain from the IWLS Gaussian, the first
+    built at ``eta_r = log((Y_r + 1/2) / m_r)`` (the usual start of a GLM fit), the next at the draw before.
+
+    The Metropolis-Hastings update (:mod:`mlgibbs.conditionals.poisson`) proposes from the IWLS step at the
+    current point, which is only close to the conditional near the bulk of the posterior: from ``eta = 0``
+    one Newton step on the log link overshoots counts of tens by ``e^{tens}`` and every proposal is
+    rejected. The draws (with their noise) give each chain a dispersed start near the conditional mode
+    given its initial scales.
+    """
+    from mlgibbs.conditionals.poisson import iwls_terms
+
+    precisions = effect_precisions(state, data)
+    keys = jax.random.split(rng_key, num_iterations * len(structure.chains))
+    eta = jnp.log((data.t + 0.5) / data.trials)
+    for i in range(num_iterations):
+        for k in range(len(structure.chains)):
+            if i or k:
+                eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
+            w, _ = iwls_terms(eta, data)
+            s = data.t - w + w * eta
+            state = update_chain(structure, k, keys[i * len(structure.chains) + k], state, data, precisions, w, s)
+    return state
 
 
 def mixed_kernel(structure: MixedStructure, priors: MixedPriors) -> SamplingAlgorithm:
