@@ -36,6 +36,11 @@ blocks are (``mlgibbs.samplers.mixed``):
    proposal and one accept/reject (about 99%). The two parametrizations interweave (Yu & Meng 2011): the
    centred draw mixes when the groups are well informed, the non-centred one when a scale is small.
 
+Precision (float32, the default dtype): every ratio is formed from terms of order one, never as the
+difference of two totals over the rows: the likelihood's change from per-row differences
+(:func:`log_likelihood_change`), ``rho``'s proposal densities in whitened form; a subtree's normalizers
+and working likelihoods are sums over its own rows only.
+
 The scales are then drawn given the locations as in every family (the sums of squares of the effects'
 deviations), and the parameter-expanded moves of the scales by a slice step on ``log c`` each
 (``mlgibbs.samplers.mixed.poisson_scale_moves``).
@@ -53,7 +58,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
-__all__ = ["iwls_terms", "log_likelihood", "working_log_likelihood", "metropolis_accept", "px_log_jacobian"]
+__all__ = ["iwls_terms", "log_likelihood", "working_log_likelihood_rows", "metropolis_accept", "px_log_jacobian",
+           "log_likelihood_change"]
 
 
 def metropolis_accept(rng_key, log_ratio):
@@ -88,11 +94,14 @@ def working_log_likelihood_rows(block, w, s, offsets):
     return (s - w * offsets) * block - 0.5 * w * block * block
 
 
-def working_log_likelihood(block, w, s, offsets):
-    """``ell(x') = sum_r (s_r - w_r o_r) a_r - w_r a_r^2 / 2`` (:func:`working_log_likelihood_rows`)."""
-    return jnp.sum(working_log_likelihood_rows(block, w, s, offsets))
-
-
 def log_likelihood_rows(eta, data):
     """Per kernel row ``Y_r eta_r - m_r e^{eta_r}`` (the log likelihood without ``log y!``)."""
     return data.t * eta - data.trials * jnp.exp(eta)
+
+
+def log_likelihood_change(eta_old, eta_new, data):
+    """Per kernel row ``l_r(eta') - l_r(eta) = Y_r d - m_r e^{eta_r} (e^d - 1)``, ``d = eta' - eta``: summed
+    from these small terms, the change over many rows keeps its precision in float32 (the difference of
+    the two totals would not)."""
+    change = eta_new - eta_old
+    return data.t * change - data.trials * jnp.exp(eta_old) * jnp.expm1(change)

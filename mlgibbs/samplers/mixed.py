@@ -356,7 +356,7 @@ def poisson_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key,
     likelihood: :func:`scale_moves`'s density of ``c`` (with respect to ``dc``) times the Jacobian
     ``dc/du = e^u``. ``fit`` is ``eta`` at the current locations; ``dev_rows`` as in :func:`scale_moves`.
     """
-    from mlgibbs.conditionals.poisson import log_likelihood, px_log_jacobian
+    from mlgibbs.conditionals.poisson import log_likelihood_change, px_log_jacobian
     from mlgibbs.conditionals.slice import slice_sample
 
     slices = structure.column_slices()
@@ -391,13 +391,13 @@ def poisson_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key,
                 return precision * scale[:, None] * scale[None, :], log_det + 2.0 * u
 
             def log_density(u, v=v, eta=eta, prior=prior, moved=moved, size=size):
-                return (log_likelihood(eta + jnp.expm1(u) * v, data, constant=False)
+                return (jnp.sum(log_likelihood_change(eta, eta + jnp.expm1(u) * v, data))
                         + prior.log_prob_from_precision(*moved(u)) + px_log_jacobian(u, size))
         else:
             sigma = jnp.sqrt(state.cov[f][j, j])
 
             def log_density(u, v=v, eta=eta, prior=prior, sigma=sigma):
-                return (log_likelihood(eta + jnp.expm1(u) * v, data, constant=False)
+                return (jnp.sum(log_likelihood_change(eta, eta + jnp.expm1(u) * v, data))
                         + prior.log_prob(jnp.exp(u) * sigma) + px_log_jacobian(u, 0))
         u = slice_sample(keys[i], jnp.zeros((), dtype), log_density, 0.5)
         if size > 1:
@@ -412,7 +412,7 @@ def _poisson_effects(structure: MixedStructure, k: int, rng_key, state: MixedSta
     r"""Chain ``k``'s effects given ``rho`` by Metropolis-Hastings with the IWLS Gaussian proposal
     (:mod:`mlgibbs.conditionals.poisson`), one accept/reject per *subtree* (a coarsest group and the groups
     nested in it: independent given ``rho`` and the other chains)."""
-    from mlgibbs.conditionals.poisson import (iwls_terms, log_likelihood_rows, metropolis_accept,
+    from mlgibbs.conditionals.poisson import (iwls_terms, log_likelihood_change, metropolis_accept,
                                               working_log_likelihood_rows)
     from mlgibbs.conditionals.tree import draw_given_root, subtree_log_normalizers
 
@@ -437,7 +437,7 @@ def _poisson_effects(structure: MixedStructure, k: int, rng_key, state: MixedSta
     J = log_norm.shape[0]
     forward = segment_sum(working_log_likelihood_rows(eta_new - offsets, w, s, offsets), top, J) - log_norm
     backward = segment_sum(working_log_likelihood_rows(eta - offsets, w_new, s_new, offsets), top, J) - log_norm_new
-    change = segment_sum(log_likelihood_rows(eta_new, data) - log_likelihood_rows(eta, data), top, J)
+    change = segment_sum(log_likelihood_change(eta, eta_new, data), top, J)
     log_ratio = change + backward - forward
     accept = metropolis_accept(key_u, log_ratio)     # per subtree; NaN rejected
     owner = jnp.arange(J)
@@ -463,10 +463,12 @@ def _poisson_root(structure: MixedStructure, rng_key, state: MixedState, data: M
       ``p(rho)`` alone. This move is the one that mixes when a scale is small (the effects then pinned to
       their means), the centred one when the groups are well informed.
 
-    ``log Z = l'A^{-1}l/2 - log|A|/2``; the ratio as in the module. Without fixed effects the centred draw
-    is the exact conjugate one (the ratio is 1).
+    The ratio as in the module, with the proposal's densities in whitened form (``-|z|^2/2 + log |L|``)
+    and the target's change summed from per-row differences and the prior's, so that it keeps its
+    precision in float32 over any number of rows. Without fixed effects the centred draw is the exact
+    conjugate one (the ratio is 1).
     """
-    from mlgibbs.conditionals.poisson import iwls_terms, log_likelihood, metropolis_accept, working_log_likelihood
+    from mlgibbs.conditionals.poisson import iwls_terms, log_likelihood_change, metropolis_accept
 
     p = structure.p
     F = structure.num_factors
@@ -483,30 +485,34 @@ def _poisson_root(structure: MixedStructure, rng_key, state: MixedState, data: M
         for f in range(F):
             k = structure.intercepts[f]
             if structure.q[f]:
-                z = data.W[:, slices[f][0] + k] if k >= 0 else jnp.zeros_like(data.W[:, 0])
-                columns.append(z[:, None] * data.U[f][data.codes[:, f]])
+                column = data.W[:, slices[f][0] + k] if k >= 0 else jnp.zeros_like(data.W[:, 0])
+                columns.append(column[:, None] * data.U[f][data.codes[:, f]])
     V = jnp.concatenate(columns, axis=1)
     eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
     offsets = eta - V @ rho
 
-    def gaussian(eta):
+    def gaussian(eta):   # the IWLS Gaussian at eta: its Cholesky factor and mean (one Newton step)
         w, s = iwls_terms(eta, data)
         lam = lam0 + jnp.sum((V * w[:, None])[:, :, None] * V[:, None, :], axis=0)
         h = h0 + jnp.sum(V * (s - w * offsets)[:, None], axis=0)
         chol = jnp.linalg.cholesky(lam)
-        white = jax.scipy.linalg.solve_triangular(chol, h, lower=True)
-        log_norm = 0.5 * jnp.sum(white**2) - jnp.sum(jnp.log(jnp.diagonal(chol)))
-        return w, s, chol, white, log_norm
+        mean = jax.scipy.linalg.cho_solve((chol, True), h)
+        return chol, mean
 
-    w, s, chol, white, log_norm = gaussian(eta)
+    # the proposal's densities in whitened form, the target's change from per-row differences: every term
+    # is of order one, so float32 keeps the ratio accurate whatever the number of rows
+    chol, mean = gaussian(eta)
     z = jax.random.normal(key_z, rho.shape, rho.dtype)
-    rho_new = jax.scipy.linalg.solve_triangular(chol.T, white + z, lower=False)
-    eta_new = offsets + V @ rho_new
-    w_new, s_new, _, _, log_norm_new = gaussian(eta_new)
-    forward = working_log_likelihood(eta_new - offsets, w, s, offsets) - log_norm
-    backward = working_log_likelihood(eta - offsets, w_new, s_new, offsets) - log_norm_new
-    change = log_likelihood(eta_new, data, constant=False) - log_likelihood(eta, data, constant=False)
-    accept = metropolis_accept(key_u, change + backward - forward)
+    rho_new = mean + jax.scipy.linalg.solve_triangular(chol.T, z, lower=False)
+    step = rho_new - rho
+    eta_new = eta + V @ step
+    chol_new, mean_new = gaussian(eta_new)
+    z_back = chol_new.T @ (rho - mean_new)
+    log_q_forward = -0.5 * jnp.sum(z**2) + jnp.sum(jnp.log(jnp.diagonal(chol)))
+    log_q_backward = -0.5 * jnp.sum(z_back**2) + jnp.sum(jnp.log(jnp.diagonal(chol_new)))
+    prior_change = -0.5 * step @ (lam0 @ (rho_new + rho)) + h0 @ step
+    change = jnp.sum(log_likelihood_change(eta, eta_new, data)) + prior_change
+    accept = metropolis_accept(key_u, change + log_q_backward - log_q_forward)
     rho_new = jnp.where(accept, rho_new, rho)
     beta, gamma = _split_rho(structure, rho_new)
     b = list(state.b)
