@@ -191,7 +191,7 @@ def predict(idata, model, newdata, *, new_levels: str = "sample", rng_key: Any =
         sigma_y = _posterior(idata, "sigma_y")
         C, S = sigma_y.shape
     else:
-        C, S = _posterior(idata, spec.factors[0]["sigma"]).shape[:2]
+        C, S = _posterior(idata, spec.factors[0]["sigma"] if spec.factors else "beta").shape[:2]
     mu = np.zeros((C, S, m)) if beta is None else beta @ X.T
     for f, factor in enumerate(spec.factors):
         values = _factor_values(newdata, factor["columns"], "newdata")

@@ -48,6 +48,7 @@ class _UserMap(NamedTuple):
 
     transform: Any
     factors: tuple[_FactorNames, ...]
+    family: Any = None
 
 
 class _Keyed:
@@ -175,7 +176,10 @@ def _program(kernel, layout, num_chains, num_draws, init, log_likelihood, poster
             tr = transform._replace(intercept=layout.intercept)
 
             def moments(state):  # the user's values less the constant the response's centre c adds
-                user = MixedModel.to_user(_UserMap(tr, layout.factors), state, xp=jnp)
+                from mlgibbs.families import FAMILIES
+
+                user = MixedModel.to_user(_UserMap(tr, layout.factors, FAMILIES[layout.structure.family]), state,
+                                          xp=jnp)
                 values = posterior_variables(layout, user, xp=jnp)
                 return {name: values[name][1] for name in moment_names}
         one_chain = functools.partial(run_chain, kernel.step, data=data, num_draws=num_draws,
@@ -306,7 +310,8 @@ def to_inference_data_mixed(model, variables, *, log_likelihood=None, posterior_
         datasets["posterior_moments"] = xr.Dataset(moment_vars, coords={"chain": base["chain"], **used(moment_vars)},
                                                    attrs=all_attrs)
     datasets["observed_data"] = observed_data(model, all_attrs)
-    if model.family.counts and model.trials is not None:   # the trials of a binomial-type family, by obs_id
+    if model.family.counts and model.trials is not None and (model.trials_column or np.any(model.trials != 1)):
+        # the trials of a binomial-type family (given as trials=), by obs_id
         name = model.trials_column or "trials"
         datasets["constant_data"] = xr.Dataset({name: (("obs_id",), np.asarray(model.trials, np.float64))},
                                                coords={"obs_id": np.arange(model.num_obs)}, attrs=all_attrs)

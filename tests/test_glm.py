@@ -259,3 +259,84 @@ def test_no_separation_reported_on_the_shipped_data():
          None),
     ]:
         mg.Model.from_formula(formula, load(), family=family, trials=trials)
+
+
+# ------------------------------------------------------------------ models without grouping factors
+def _no_group_frame(n=300, seed=5):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    m = rng.integers(1, 5, n)
+    eta = 0.3 + 0.8 * x
+    p = 1 / (1 + np.exp(-eta))
+    return pd.DataFrame({"x": x, "m": m, "y": rng.binomial(1, p), "k": rng.binomial(m, p),
+                         "c": rng.poisson(np.exp(eta)), "d": rng.negative_binomial(3.0, 3.0 / (3.0 + np.exp(0.5)),
+                                                                                      n)})
+
+
+def _grid_moments(log_post, a_range, b_range, size=301):
+    """Posterior means and sds of two parameters by quadrature on a grid (exact to its resolution): a coarse
+    grid over the ranges finds the bulk, a fine one over its mean +- 8 sd integrates."""
+    def moments(a, b):
+        A, B = np.meshgrid(a, b, indexing="ij")
+        lp = log_post(A, B)
+        w = np.exp(lp - lp.max())
+        w /= w.sum()
+        edge = w[0].sum() + w[-1].sum() + w[:, 0].sum() + w[:, -1].sum()
+        mean = np.array([np.sum(w * A), np.sum(w * B)])
+        return mean, np.sqrt(np.array([np.sum(w * A**2), np.sum(w * B**2)]) - mean**2), edge
+
+    mean, sd, _ = moments(np.linspace(*a_range, size), np.linspace(*b_range, size))
+    mean, sd, edge = moments(*(np.linspace(m - 8 * s, m + 8 * s, size) for m, s in zip(mean, sd)))
+    assert edge < 1e-6      # the fine grid holds the posterior (8 sd: about 1e-9 of the mass near its edges)
+    return mean, sd
+
+
+@pytest.mark.parametrize("family", ["bernoulli", "binomial", "probit", "poisson", "negbinomial"])
+def test_models_without_groups_match_quadrature(family):
+    """A GLM without grouping terms (``y ~ x``): the posterior of its two parameters by quadrature on a grid
+    under the same priors, against the sampler's means (z by ESS-based MCSEs)."""
+    from scipy.special import gammaln, log_ndtr
+
+    from mlgibbs.convergence import ess_bulk
+
+    df = _no_group_frame()
+    x = df["x"].to_numpy()
+    if family == "negbinomial":   # an intercept and r ~ Gamma(2, 0.5): the grid over (beta_0, log r)
+        y = df["d"].to_numpy()
+        model = mg.Model.from_formula("d ~ 1", df, family=family, priors={"r": mg.priors.Gamma(2.0, 0.5)})
+
+        def log_post(b0, log_r):
+            r = np.exp(log_r)[..., None]
+            mu = np.exp(b0)[..., None]
+            ll = (gammaln(y + r) - gammaln(r) + r * np.log(r / (r + mu)) + y * np.log(mu / (r + mu))).sum(-1)
+            return ll + stats.gamma.logpdf(r[..., 0], 2.0, scale=2.0) + log_r
+        mean, sd = _grid_moments(log_post, (0.2, 0.8), (0.0, 3.5))
+        names = [("beta", 0), ("r", None)]
+    else:
+        response = {"bernoulli": "y", "probit": "y", "binomial": "k", "poisson": "c"}[family]
+        y = df[response].to_numpy()
+        m = df["m"].to_numpy() if family == "binomial" else np.ones_like(y)
+        model = mg.Model.from_formula(f"{response} ~ x", df, family=family,
+                                      trials="m" if family == "binomial" else None)
+
+        def log_post(b0, b1):
+            eta = b0[..., None] + b1[..., None] * x
+            if family == "poisson":
+                return (y * eta - np.exp(eta)).sum(-1)
+            if family == "probit":
+                return (y * log_ndtr(eta) + (m - y) * log_ndtr(-eta)).sum(-1)
+            return (y * eta - m * np.logaddexp(0.0, eta)).sum(-1)
+        mean, sd = _grid_moments(log_post, (-1.2, 1.6), (-0.5, 2.2))
+        names = [("beta", 0), ("beta", 1)]
+    idata = mg.sample(11, model, num_chains=4, num_warmup=300, num_draws=1500)
+    post = idata.posterior
+    assert set(post.data_vars) == ({"beta", "r"} if family == "negbinomial" else {"beta"})
+    assert np.asarray(idata.log_likelihood[model.response]).shape == (4, 1500, len(df))
+    for (name, j), mu, s in zip(names, mean, sd):
+        draws = np.asarray(post[name]) if j is None else np.asarray(post[name])[..., j]
+        if j is None:
+            draws = np.log(draws) if name == "r" else draws
+        ess = float(ess_bulk(draws[..., None])[0])
+        z = (draws.mean() - mu) / (draws.std() / np.sqrt(ess))
+        assert abs(z) < 4.5, (family, name, j, draws.mean(), mu, z)
+        assert abs(draws.std() / s - 1) < 0.15, (family, name, j, draws.std(), s)

@@ -14,7 +14,8 @@ Cases: Bernoulli (logit) with a correlated varying intercept and slope under Hua
 (logit) with trials 1 to 6 on a nested ``(1 | a/b)``; probit (Bernoulli) on crossed factors with a
 group-level predictor; binomial-probit with ``||`` slopes. Power: an augmentation that draws the
 Polya-Gamma weights at ``eta / 2`` (a plausible slip of the ``c/2`` in ``PG(1, c) = J*(1, c/2)/4``), and
-Albert-Chib latents with a mean shrunk by 20%, must each be rejected by the same statistics.
+Albert-Chib latents with a mean shrunk by 20%, and the collapsed slice step of the scales without the
+effects' prior normalizer, must each be rejected by the same statistics.
 """
 
 from __future__ import annotations
@@ -192,6 +193,18 @@ def test_geweke_rejects_shrunk_probit_latents(monkeypatch):
     monkeypatch.setattr(augmentation, "probit_augmentation",
                         lambda key, eta, *args: right(key, 0.8 * eta, *args))
     case = CASES[2]
+    model = case_model(case)
+    z = geweke_z(model, fresh_kernel(model).step, num_chains=case.num_chains, num_steps=case.num_steps)
+    assert np.max(np.abs(z)) > z_crit(z.size), np.round(z, 2)
+
+
+def test_geweke_rejects_collapsed_scales_without_the_effects_prior_normalizer(monkeypatch):
+    """The collapsed slice step of the scales (locations integrated out) without the ``-J log sigma`` of the
+    effects' prior: the scales are then drawn from the wrong marginal."""
+    import mlgibbs.samplers.mixed as mixed
+
+    monkeypatch.setattr(mixed, "effects_prior_log_normalizer", lambda log_sigma, num_groups: 0.0 * log_sigma)
+    case = CASES[1]
     model = case_model(case)
     z = geweke_z(model, fresh_kernel(model).step, num_chains=case.num_chains, num_steps=case.num_steps)
     assert np.max(np.abs(z)) > z_crit(z.size), np.round(z, 2)

@@ -305,7 +305,7 @@ class MixedModel:
             j = tr.intercept[1]
             beta = _set(xp, beta, j, k * state.beta[..., j] - shift)
         out = {"beta": beta, "sigma_y": k * state.sigma_y}
-        if self.family.dispersion:  # the negative binomial's r lives in the kernel's sigma_y slot
+        if getattr(self, "family", None) is not None and self.family.dispersion:  # the NB's r: sigma_y's slot
             out["r"] = state.sigma_y
         for f, factor in enumerate(self.factors):
             gamma = k * state.gamma[f] / tr.u_scale[f]
@@ -524,7 +524,8 @@ class MixedModel:
                 raise ValueError(f"the grouping factor is called {factor.name!r}, which is a name of the ArviZ "
                                  "output; rename the column")
         sizes = [len(f.labels) for f in factors]
-        codes = np.column_stack([f.codes for f in factors]).astype(np.int64)
+        codes = (np.column_stack([f.codes for f in factors]).astype(np.int64) if factors
+                 else np.zeros((n, 0), np.int64))
         intercept_coord = [f.coef_names.index("Intercept") if "Intercept" in f.coef_names else -1
                            for f in factors]
         # fixed columns constant within the groups of a factor with a varying intercept -> U of the coarsest,

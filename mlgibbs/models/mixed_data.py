@@ -60,6 +60,9 @@ class MixedStructure(NamedTuple):
     family
         The outcome family's name (:mod:`mlgibbs.families`): ``"gaussian"`` or a binomial-type family,
         whose kernel draws augmentation variables (:mod:`mlgibbs.conditionals.augmentation`).
+    collapsed_scales
+        Augmented binomial-type families: draw each chain's scalar scales with its locations integrated
+        out before the locations (:func:`mlgibbs.samplers.mixed.collapsed_scale_moves`).
     """
 
     p: int
@@ -69,6 +72,7 @@ class MixedStructure(NamedTuple):
     cov_blocks: tuple[tuple[tuple[int, int], ...], ...]
     chains: tuple[tuple[int, ...], ...]
     family: str = "gaussian"
+    collapsed_scales: bool = True
 
     @property
     def num_factors(self) -> int:

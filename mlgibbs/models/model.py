@@ -253,7 +253,8 @@ class Model:
             ``"probit"`` (0/1 response, or successes of ``trials``, probit link), ``"negbinomial"``
             (counts, NB2 with dispersion ``r``, log link) or ``"poisson"`` (counts, log link). Any family but the
             Gaussian builds a :class:`~mlgibbs.models.mixed.MixedModel` (names ``alpha_<g>``,
-            ``sigma_<g>``, ... also for ``(1 | g)``) and needs a grouping term.
+            ``sigma_<g>``, ... also for ``(1 | g)``); without a grouping term it is a plain GLM
+            (``beta`` only).
         trials
             Binomial-type families: the column holding each row's number of trials, or one integer.
 
@@ -268,9 +269,6 @@ class Model:
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
         glm = not get_family(family).gaussian
-        if glm and (not isinstance(formula, str) or "|" not in formula):
-            raise ValueError(f"family={family!r} needs a grouping term such as (1 | g) in the formula; models "
-                             "without groups are not available for it yet")
         if glm or _is_general(formula):
             from mlgibbs.models.mixed import MixedModel
 

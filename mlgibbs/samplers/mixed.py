@@ -199,12 +199,30 @@ def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, 
     out = draw_chain(rng_key, *_chain_inputs(structure, k, state, data, precisions, weights, linear),
                      with_log_normalizer=True)
     rho, effects, log_norm = out
+    state = _with_chain(structure, k, state, rho, effects)
+    return (state, log_norm) if with_log_normalizer else state
+
+
+def update_root(structure: MixedStructure, rng_key, state: MixedState, data: MixedData, weights, linear):
+    r"""``beta`` of a model without grouping factors from its weighted Gaussian regression:
+    ``N(A^{-1} l, A^{-1})`` with ``A = Lambda_0 + X'WX``, ``l = h_0 + X' s`` (``Lambda_0, h_0`` the prior's
+    canonical parameters; ``W`` and ``s`` the rows' weights and linear terms, as in :func:`update_chain`)."""
+    X = data.W[:, :structure.p]
+    lp = data.location_prior
+    lam = lp.precision + jnp.sum((X * weights[:, None])[:, :, None] * X[:, None, :], axis=0)
+    h = lp.precision @ lp.mean + jnp.sum(X * linear[:, None], axis=0)
+    chol = jnp.linalg.cholesky(lam)
+    white = jax.scipy.linalg.solve_triangular(chol, h, lower=True)
+    z = jax.random.normal(rng_key, h.shape, h.dtype)
+    return state._replace(beta=jax.scipy.linalg.solve_triangular(chol.T, white + z, lower=False))
+
+
+def _with_chain(structure: MixedStructure, k: int, state: MixedState, rho, effects) -> MixedState:
     b = list(state.b)
     for f, effect in zip(structure.chains[k], effects):
         b[f] = effect
     beta, gamma = _split_rho(structure, rho)
-    state = state._replace(beta=beta, gamma=gamma, b=tuple(b))
-    return (state, log_norm) if with_log_normalizer else state
+    return state._replace(beta=beta, gamma=gamma, b=tuple(b))
 
 
 def chain_log_normalizer(structure: MixedStructure, k: int, state: MixedState, data: MixedData, precisions,
@@ -408,6 +426,62 @@ def poisson_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key,
     return _rescaled(structure, state, data, devs, scales, c_maps, sorted({f for f, _ in blocks}))
 
 
+def effects_prior_log_normalizer(log_sigma, num_groups):
+    """``-J log sigma``: the log normalizer of ``J`` effects' prior ``N(delta | 0, sigma^2)`` (up to a constant)
+    that the tree's log normalizer leaves out (:func:`collapsed_scale_moves`)."""
+    return -num_groups * log_sigma
+
+
+def collapsed_scale_moves(structure: MixedStructure, priors: MixedPriors, k: int, rng_key, state: MixedState,
+                          data: MixedData, precisions, weights=None, linear=None):
+    r"""Each scalar scale of chain ``k``'s factors by a slice step on ``u = log sigma`` with the chain's
+    locations integrated out (a *collapsed* draw; the caller redraws those locations next, so the pair is
+    a blocked Gibbs step on ``(sigma, locations)``):
+
+    .. math::
+
+        \log p(u \mid \cdot) = \log p_\sigma(e^u) + u - J_f u + \log Z_k(e^u),
+
+    ``Z_k`` the log normalizer of the chain's Gaussian (:func:`mlgibbs.conditionals.tree.chain_log_normalizer`,
+    rows weighted by ``weights`` with linear terms ``linear``, or the Gaussian rows with ``sigma_y``) and
+    ``-J_f u`` the normalizer of the ``J_f`` effects' prior ``N(delta | 0, sigma^2)`` that ``Z_k`` leaves out.
+    Given the scale the conditional draw of the deviations moves little when ``sigma`` is small and the
+    groups are poorly informed (the augmented Bernoulli's county scale on radon); integrated out, ``sigma``
+    moves by its marginal. Returns the new state (scales), precisions, and the chain's inputs to
+    :func:`~mlgibbs.conditionals.tree.draw_chain` at the new scales (its row statistics computed once).
+    """
+    from mlgibbs.conditionals.slice import slice_sample
+    from mlgibbs.conditionals.tree import chain_log_normalizer as tree_log_normalizer
+
+    chain = structure.chains[k]
+    blocks = [(f, start) for f in chain for start, size in structure.cov_blocks[f] if size == 1]
+    inputs = _chain_inputs(structure, k, state, data, precisions, weights, linear)
+    if not blocks:
+        return state, precisions, inputs
+    keys = jax.random.split(rng_key, len(blocks))
+    cov = list(state.cov)
+    precisions = list(precisions)
+    for key, (f, j) in zip(keys, blocks):
+        prior = priors.cov[f][_block_index(structure, f, j)]
+        J = jnp.asarray(data.U[f].shape[0], cov[f].dtype)
+        m = data.coef_maps[f]
+
+        def precision_at(u, f=f, j=j, m=m):
+            return m.T @ _precision(cov[f].at[j, j].set(jnp.exp(2.0 * u))) @ m
+
+        def log_density(u, f=f, prior=prior, J=J, precision_at=precision_at):
+            current = list(precisions)
+            current[f] = precision_at(u)
+            return (prior.log_prob(jnp.exp(u)) + u + effects_prior_log_normalizer(u, J)
+                    + tree_log_normalizer(*inputs[:4], current, *inputs[5:]))
+
+        u = slice_sample(key, 0.5 * jnp.log(cov[f][j, j]), log_density, 1.0)
+        cov[f] = cov[f].at[j, j].set(jnp.exp(2.0 * u))
+        precisions[f] = precision_at(u)
+    inputs = inputs[:4] + (precisions,) + inputs[5:]
+    return state._replace(cov=tuple(cov)), precisions, inputs
+
+
 def _poisson_effects(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData, precisions):
     r"""Chain ``k``'s effects given ``rho`` by Metropolis-Hastings with the IWLS Gaussian proposal
     (:mod:`mlgibbs.conditionals.poisson`), one accept/reject per *subtree* (a coarsest group and the groups
@@ -554,6 +628,9 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
         key_c, key_n = jax.random.split(keys[-4])
         state = _poisson_root(structure, key_c, state, data, precisions, centred=True)
         state = _poisson_root(structure, key_n, state, data, precisions, centred=False)
+    elif negbinomial and not structure.chains:  # no grouping factor: beta alone, by the same corrected move
+        state = _negbinomial_move(jax.random.fold_in(keys[-4], 1), state, data,
+                                  lambda key, st, w, s: update_root(structure, key, st, data, w, s), structure)
     elif negbinomial:  # each chain by its own augmentation, Metropolis-corrected where b < 1
         for k in range(len(structure.chains)):
             state = _negbinomial_move(keys[k], state, data,
@@ -565,9 +642,17 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
 
         eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
         weights, linear = augment(structure.family, keys[-4], eta, data)
+    if not (negbinomial or poisson) and not structure.chains:   # no grouping factor (a GLM): beta alone
+        state = update_root(structure, jax.random.fold_in(keys[-4], 1), state, data, weights, linear)
     if not (negbinomial or poisson):
         for k in range(len(structure.chains)):
-            state = update_chain(structure, k, keys[k], state, data, precisions, weights, linear)
+            if weights is not None and structure.collapsed_scales:   # the chain's scales, its locations integrated out
+                key_s, key_k = jax.random.split(keys[k])
+                state, precisions, inputs = collapsed_scale_moves(structure, priors, k, key_s, state, data,
+                                                                  precisions, weights, linear)
+                state = _with_chain(structure, k, state, *draw_chain(key_k, *inputs))
+            else:
+                state = update_chain(structure, k, keys[k], state, data, precisions, weights, linear)
     beta, gamma, b = state.beta, state.gamma, state.b
     devs = [deviations(structure, data.U, gamma, b, f) @ data.coef_maps[f].T for f in range(F)]
     # one gather per factor: each row's group effects and deviations (the fit and the scale moves)
@@ -705,15 +790,18 @@ def _poisson_start(structure: MixedStructure, rng_key, state: MixedState, data: 
     from mlgibbs.conditionals.poisson import iwls_terms
 
     precisions = effect_precisions(state, data)
-    keys = jax.random.split(rng_key, num_iterations * len(structure.chains))
+    blocks = max(1, len(structure.chains))       # without grouping factors: beta alone
+    keys = jax.random.split(rng_key, num_iterations * blocks)
     eta = jnp.log((data.t + 0.5) / data.trials)
     for i in range(num_iterations):
-        for k in range(len(structure.chains)):
+        for k in range(blocks):
             if i or k:
                 eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
             w, _ = iwls_terms(eta, data)
             s = data.t - w + w * eta
-            state = update_chain(structure, k, keys[i * len(structure.chains) + k], state, data, precisions, w, s)
+            key = keys[i * blocks + k]
+            state = (update_chain(structure, k, key, state, data, precisions, w, s) if structure.chains
+                     else update_root(structure, key, state, data, w, s))
     return state
 
 
