@@ -60,11 +60,11 @@ def test_bad_input_names_the_column(change, family, trials, match):
         mg.Model.from_formula(f"{response} ~ x + (1 | g)", df, family=family, trials=trials)
 
 
-def test_sigma_y_prior_and_missing_groups_are_refused():
+def test_sigma_y_prior_and_trials_of_a_gaussian_are_refused():
     with pytest.raises(ValueError, match="has no residual scale sigma_y"):
         mg.Model.from_formula("y ~ x + (1 | g)", frame(), family="bernoulli", priors={"sigma_y": HalfNormal(1.0)})
-    with pytest.raises(ValueError, match=r"needs a grouping term"):
-        mg.Model.from_formula("y ~ x", frame(), family="bernoulli")
+    with pytest.raises(ValueError, match="has no residual scale sigma_y"):
+        mg.Model.from_formula("y ~ x", frame(), family="bernoulli", priors={"sigma_y": HalfNormal(1.0)})
     with pytest.raises(ValueError, match=r"trials= is for the binomial-type families"):
         mg.Model.from_formula("y ~ x + (1 | g)", frame(), trials="m")
 
@@ -340,3 +340,17 @@ def test_models_without_groups_match_quadrature(family):
         z = (draws.mean() - mu) / (draws.std() / np.sqrt(ess))
         assert abs(z) < 4.5, (family, name, j, draws.mean(), mu, z)
         assert abs(draws.std() / s - 1) < 0.15, (family, name, j, draws.std(), s)
+
+
+def test_model_without_groups_from_arrays_equals_the_formula_and_predicts():
+    df = _no_group_frame()
+    by_arrays = mg.Model.from_arrays(df["y"], df[["x"]], family="bernoulli", response="y")
+    by_formula = mg.Model.from_formula("y ~ x", df, family="bernoulli")
+    a = mg.sample(0, by_arrays, num_chains=2, num_warmup=100, num_draws=100, check_convergence=False)
+    b = mg.sample(0, by_formula, num_chains=2, num_warmup=100, num_draws=100, check_convergence=False)
+    np.testing.assert_allclose(a.posterior["beta"].values, b.posterior["beta"].values, rtol=1e-5, atol=1e-6)
+    pred = mg.predict(b, by_formula, df.head(3)).predictions
+    eta = b.posterior["beta"].values @ np.column_stack([np.ones(3), df["x"].to_numpy()[:3]]).T
+    np.testing.assert_allclose(pred["eta"].values, eta, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="need group="):
+        mg.Model.from_arrays(df["y"], df[["x"]], family="bernoulli", U=np.ones((3, 1)))

@@ -424,7 +424,7 @@ class MixedModel:
             X = np.column_stack([np.ones(n), X])
             names = ["Intercept", *names]
         check_full_rank(X, names, "the fixed-effect design X")
-        if not terms:
+        if not terms and get_family(family).gaussian:
             raise ValueError("terms is empty: give at least one mg.Term (or use mg.Model.from_arrays with "
                              "group= for a varying intercept)")
         by_name: dict[str, list] = {}

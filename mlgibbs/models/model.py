@@ -354,9 +354,13 @@ class Model:
         if glm and terms is None:  # a varying intercept as a Term; U's columns repeated over the rows
             from mlgibbs.models.mixed import Term
 
-            if group is None:
-                raise ValueError(f"family={family!r} needs a grouping factor (group= or terms=); models without "
-                                 "groups are not available for it yet")
+            if group is None:   # a GLM without grouping factors
+                if U is not None or group_labels is not None or group_predictors is not None:
+                    raise ValueError("U=, group_labels= and group_predictors= need group=")
+                terms = []
+        if glm and terms is None:
+            from mlgibbs.models.mixed import Term
+
             n_obs = np.shape(y)[0]
             X_obs, x_names = _matrix(X, n_obs, predictors, "x", "X")
             if U is not None and group_labels is None:

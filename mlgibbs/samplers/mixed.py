@@ -22,7 +22,11 @@ variables given the locations (Polya-Gamma weights for the logit link, Albert-Ch
 the probit: :mod:`mlgibbs.conditionals.augmentation`); given them the rows form a Gaussian regression
 with row precisions ``w_r`` and working responses ``s_r / w_r``, and 1 and 3 are drawn as above with
 those weights (``sigma_y`` is not a parameter: step 2 is skipped, the state keeps ``sigma_y = 1``). The
-parameter-expanded scale moves act on that weighted regression too. The negative binomial draws its
+parameter-expanded scale moves act on that weighted regression too, and before each chain's locations its
+scalar scales are drawn with those locations integrated out (:func:`collapsed_scale_moves`: a slice step
+on the marginal that the tree's log normalizer gives; then the locations given the new scales, a blocked
+Gibbs step on both). A model without grouping factors draws ``beta`` alone (:func:`update_root`). The
+negative binomial draws its
 weights afresh for each block and keeps its dispersion ``r`` in ``sigma_y``'s slot
 (:mod:`mlgibbs.conditionals.negbinomial`); the Poisson replaces step 1 by Metropolis-Hastings blocks with
 IWLS Gaussian proposals and the moves by slice steps (:mod:`mlgibbs.conditionals.poisson`).
