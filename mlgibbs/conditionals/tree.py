@@ -385,8 +385,10 @@ def chain_log_normalizer(spec: ChainSpec, chain: ChainData, row_linear, inv_var_
     """
     (lam, h), _, log_norm = chain_precision(spec, chain, row_linear, inv_var_y, precisions, U,
                                             root_precision, root_linear, with_log_normalizer=True)
-    if spec.root_dim:
-        log_norm = log_norm + _root_log_normalizer(*_root_factor(lam, h))
+    if spec.root_dim:   # elementwise for a small root (no LAPACK call: this runs inside slice loops)
+        chol = cholesky(lam[None])[0]
+        white = solve_lower(chol[None], h[None, :, None])[0, :, 0]
+        log_norm = log_norm + _root_log_normalizer(chol, white)
     return log_norm
 
 

@@ -34,6 +34,7 @@ IWLS Gaussian proposals and the moves by slice steps (:mod:`mlgibbs.conditionals
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -465,13 +466,16 @@ def collapsed_scale_moves(structure: MixedStructure, priors: MixedPriors, k: int
     keys = jax.random.split(rng_key, len(blocks))
     cov = list(state.cov)
     precisions = list(precisions)
+    inverse = {f: _precision(cov[f]) for f in {f for f, _ in blocks}}   # Sigma_f^{-1}, prior coordinates
     for key, (f, j) in zip(keys, blocks):
         prior = priors.cov[f][_block_index(structure, f, j)]
         J = jnp.asarray(data.U[f].shape[0], cov[f].dtype)
         m = data.coef_maps[f]
 
         def precision_at(u, f=f, j=j, m=m):
-            return m.T @ _precision(cov[f].at[j, j].set(jnp.exp(2.0 * u))) @ m
+            # a scalar block of a block-diagonal Sigma: its inverse changes in entry (j, j) only
+            inner = inverse[f].at[j, j].set(jnp.exp(-2.0 * u))
+            return inner if m.shape[0] == 1 else jnp.sum(m.T[:, :, None] * (inner @ m)[None, :, :], axis=1)
 
         def log_density(u, f=f, prior=prior, J=J, precision_at=precision_at):
             current = list(precisions)
@@ -479,9 +483,13 @@ def collapsed_scale_moves(structure: MixedStructure, priors: MixedPriors, k: int
             return (prior.log_prob(jnp.exp(u)) + u + effects_prior_log_normalizer(u, J)
                     + tree_log_normalizer(*inputs[:4], current, *inputs[5:]))
 
-        u = slice_sample(key, 0.5 * jnp.log(cov[f][j, j]), log_density, 1.0)
+        # the initial bracket: about the spread of log sigma given J groups (a constant of the model, so the
+        # move stays a valid slice step; fewer shrinkage steps than a width of 1 for many groups)
+        width = min(1.0, 3.0 / math.sqrt(data.U[f].shape[0]))
+        u = slice_sample(key, 0.5 * jnp.log(cov[f][j, j]), log_density, width)
         cov[f] = cov[f].at[j, j].set(jnp.exp(2.0 * u))
         precisions[f] = precision_at(u)
+        inverse[f] = inverse[f].at[j, j].set(jnp.exp(-2.0 * u))
     inputs = inputs[:4] + (precisions,) + inputs[5:]
     return state._replace(cov=tuple(cov)), precisions, inputs
 
