@@ -188,35 +188,53 @@ def _first_accepted(propose: Callable, params: tuple, lane_seed, num_uniforms: i
     if n == 0:
         return jnp.zeros((0,), dtype)
     size = _buffer_size(n)
-    slot = jnp.arange(size, dtype=jnp.int32)
-    max_rounds = 10 * (-(-n // size)) + MAX_ROUNDS
 
-    def cond(carry):
-        i, cursor, _, queue_length, _, _ = carry
-        return ((cursor < n) | (queue_length > 0)) & (i < max_rounds)
-
-    def body(carry):
-        i, cursor, queue, queue_length, queue_attempt, x = carry
-        queued = slot < queue_length
-        lane = jnp.where(queued, queue, jnp.minimum(cursor + slot - queue_length, n))
-        attempt = jnp.where(queued, queue_attempt, 0)
+    def visit(x, lane, attempt, live):
         take = jnp.minimum(lane, n - 1)
         u = _lane_uniforms(tuple(s[take] for s in lane_seed), attempt, num_uniforms, dtype)
         x_new, accepted = propose(u, *(p[take] for p in params))
-        live = lane < n
-        x = x.at[jnp.where(live & accepted, lane, n)].set(x_new.astype(dtype), mode="drop")
+        return x.at[jnp.where(live & accepted, lane, n)].set(x_new.astype(dtype), mode="drop"), accepted
+
+    x, queue, queue_length = _stream_rounds(jnp.asarray(n, jnp.int32), size, visit,
+                                            jnp.full((n,), jnp.nan, dtype))
+    slot = jnp.arange(size, dtype=jnp.int32)
+    return x.at[jnp.where(slot < queue_length, queue, n)].set(jnp.nan, mode="drop")
+
+
+def _stream_rounds(num_lanes, size: int, visit: Callable, acc):
+    """The rounds of :func:`_first_accepted`: ``num_lanes`` lanes (may be traced) through a buffer of ``size``
+    slots, the lanes the last round rejected first (a queue), then fresh ones in order.
+
+    ``visit(acc, lane, attempt, live) -> (acc, accepted)`` proposes for each slot's lane (its ``attempt``-th
+    proposal; ``live`` is false for the empty slots, whose ``lane`` is ``num_lanes``) and folds the accepted
+    ones into ``acc``. Runs until every lane is accepted or ``10 ceil(num_lanes/size) + MAX_ROUNDS`` rounds;
+    returns ``acc`` and the queue of the lanes still undecided (``queue[:queue_length]``).
+    """
+    slot = jnp.arange(size, dtype=jnp.int32)
+    max_rounds = 10 * ((num_lanes + size - 1) // size) + MAX_ROUNDS
+
+    def cond(carry):
+        i, cursor, _, queue_length, _, _ = carry
+        return ((cursor < num_lanes) | (queue_length > 0)) & (i < max_rounds)
+
+    def body(carry):
+        i, cursor, queue, queue_length, queue_attempt, acc = carry
+        queued = slot < queue_length
+        lane = jnp.where(queued, queue, jnp.minimum(cursor + slot - queue_length, num_lanes))
+        attempt = jnp.where(queued, queue_attempt, 0)
+        live = lane < num_lanes
+        acc, accepted = visit(acc, lane, attempt, live)
         rejected = live & ~accepted
         position = jnp.where(rejected, jnp.cumsum(rejected, dtype=jnp.int32) - 1, size)
-        queue = jnp.full((size,), n, jnp.int32).at[position].set(lane, mode="drop")
+        queue = jnp.full((size,), num_lanes, jnp.int32).at[position].set(lane, mode="drop")
         queue_attempt = jnp.zeros((size,), jnp.int32).at[position].set(attempt + 1, mode="drop")
-        cursor = jnp.minimum(cursor + size - queue_length, n)
-        return i + 1, cursor, queue, jnp.sum(rejected, dtype=jnp.int32), queue_attempt, x
+        cursor = jnp.minimum(cursor + size - queue_length, num_lanes)
+        return i + 1, cursor, queue, jnp.sum(rejected, dtype=jnp.int32), queue_attempt, acc
 
     zero = jnp.asarray(0, jnp.int32)
-    queue = jnp.full((size,), n, jnp.int32)
-    carry = (zero, zero, queue, zero, jnp.zeros((size,), jnp.int32), jnp.full((n,), jnp.nan, dtype))
-    _, _, queue, queue_length, _, x = jax.lax.while_loop(cond, body, carry)
-    return x.at[jnp.where(slot < queue_length, queue, n)].set(jnp.nan, mode="drop")
+    carry = (zero, zero, jnp.full((size,), num_lanes, jnp.int32), zero, jnp.zeros((size,), jnp.int32), acc)
+    _, _, queue, queue_length, _, acc = jax.lax.while_loop(cond, body, carry)
+    return acc, queue, queue_length
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -658,41 +676,22 @@ def _stream_lanes(rng_key, c, whole):
     if n == 0:
         return jnp.zeros((0,), dtype)
     size = _buffer_size(4 * n)
-    slot = jnp.arange(size, dtype=jnp.int32)
     ends = jnp.cumsum(whole)
     num_lanes = ends[-1]
-    max_rounds = 10 * (num_lanes // size + 1) + MAX_ROUNDS
     seed = _seed_words(rng_key, _STREAM_PG1)
 
     def row_of(lane):
         return jnp.minimum(jnp.searchsorted(ends, lane, side="right", method="scan_unrolled"), n - 1)
 
-    def cond(carry):
-        i, cursor, _, queue_length, _, _ = carry
-        return ((cursor < num_lanes) | (queue_length > 0)) & (i < max_rounds)
-
-    def body(carry):
-        i, cursor, queue, queue_length, queue_attempt, total = carry
-        queued = slot < queue_length
-        lane = jnp.where(queued, queue, jnp.minimum(cursor + slot - queue_length, num_lanes))
-        attempt = jnp.where(queued, queue_attempt, 0)
-        live = lane < num_lanes
+    def visit(total, lane, attempt, live):
         row = row_of(lane)
         sub = lane - (ends[row] - whole[row])
         lane_seed = _lane_seeds(seed, row.astype(jnp.uint32), sub.astype(jnp.uint32))
         u = _lane_uniforms(lane_seed, attempt, 4, dtype)
         x_new, accepted = _devroye_propose(u, c[row])
-        total = total.at[jnp.where(live & accepted, row, n)].add(x_new.astype(dtype), mode="drop")
-        rejected = live & ~accepted
-        position = jnp.where(rejected, jnp.cumsum(rejected, dtype=jnp.int32) - 1, size)
-        queue = jnp.full((size,), num_lanes, jnp.int32).at[position].set(lane, mode="drop")
-        queue_attempt = jnp.zeros((size,), jnp.int32).at[position].set(attempt + 1, mode="drop")
-        cursor = jnp.minimum(cursor + size - queue_length, num_lanes)
-        return i + 1, cursor, queue, jnp.sum(rejected, dtype=jnp.int32), queue_attempt, total
+        return total.at[jnp.where(live & accepted, row, n)].add(x_new.astype(dtype), mode="drop"), accepted
 
-    zero = jnp.asarray(0, jnp.int32)
-    carry = (zero, zero, jnp.full((size,), num_lanes, jnp.int32), zero, jnp.zeros((size,), jnp.int32),
-             jnp.zeros((n,), dtype))
-    _, _, queue, queue_length, _, total = jax.lax.while_loop(cond, body, carry)
+    total, queue, queue_length = _stream_rounds(num_lanes, size, visit, jnp.zeros((n,), dtype))
+    slot = jnp.arange(size, dtype=jnp.int32)
     undecided = jnp.where(slot < queue_length, row_of(queue), n)
     return total.at[undecided].set(jnp.nan, mode="drop")

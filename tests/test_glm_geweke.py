@@ -80,6 +80,17 @@ def probability(family, eta, xp):
 
 def functions(model, theta, y, xp):
     """Test functions of a pair (user's coordinates), stacked ``(..., m)``."""
+    out, eta = parameter_functions(model, theta, xp)
+    m = xp.asarray(model.trials)
+    p = probability(model.family.name, eta, xp)
+    out.append(xp.mean((y - m * p) * xp.tanh(eta), axis=-1))      # the likelihood's score direction
+    out.append(xp.mean(y / m, axis=-1))
+    out.append(xp.mean(y * xp.tanh(eta), axis=-1))
+    return xp.stack(out, axis=-1)
+
+
+def parameter_functions(model, theta, xp):
+    """The test functions of the parameters (a list) and the linear predictor ``eta`` of every observation."""
     out = []
     beta = theta["beta"]
     out += [beta[..., j] for j in range(beta.shape[-1])] + [beta[..., j] ** 2 for j in range(beta.shape[-1])]
@@ -105,12 +116,7 @@ def functions(model, theta, y, xp):
             dev = b - shift[..., :, None] * xp.asarray(np.eye(d)[k])
         solved = xp.linalg.solve(cov[..., None, :, :], dev[..., :, :, None])[..., 0]
         out.append(xp.sum(dev * solved, axis=(-2, -1)))
-    m = xp.asarray(model.trials)
-    p = probability(model.family.name, eta, xp)
-    out.append(xp.mean((y - m * p) * xp.tanh(eta), axis=-1))      # the likelihood's score direction
-    out.append(xp.mean(y / m, axis=-1))
-    out.append(xp.mean(y * xp.tanh(eta), axis=-1))
-    return xp.stack(out, axis=-1)
+    return out, eta
 
 
 def draw_y(rng, model, theta):

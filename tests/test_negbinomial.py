@@ -26,7 +26,7 @@ import mlgibbs as mg
 import mlgibbs.conditionals.negbinomial as negbinomial
 from mlgibbs.priors import Gamma, HalfNormal, Normal
 from mlgibbs.samplers.mixed import fitted_values
-from tests.test_glm_geweke import fresh_kernel, z_crit
+from tests.test_glm_geweke import fresh_kernel, parameter_functions, z_crit
 from tests.test_mixed_geweke import draw_theta, frame, user_mean
 
 BETA = 0.5   # prior sd of the fixed effects: counts of a few units, many zeros
@@ -40,16 +40,17 @@ def counts_frame():
 
 
 # ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("family", ["negbinomial", "poisson"])
 @pytest.mark.parametrize("values, message", [
     (lambda n: -np.ones(n), "non-negative integer counts"),
     (lambda n: np.full(n, 1.5), "non-negative integer counts"),
     (lambda n: np.zeros(n), "all zeros"),
 ])
-def test_bad_counts_name_the_column(values, message):
+def test_bad_counts_name_the_column(values, message, family):
     df = counts_frame()
     df["ticks"] = values(len(df))
     with pytest.raises(ValueError, match=rf"(?s)'ticks'.*{message}|{message}.*'ticks'"):
-        mg.Model.from_formula("ticks ~ x + (1 | g)", df, family="negbinomial")
+        mg.Model.from_formula("ticks ~ x + (1 | g)", df, family=family)
 
 
 def test_bad_options():
@@ -65,6 +66,18 @@ def test_bad_options():
 
 
 # ------------------------------------------------------------------ output
+def posterior_eta(model, post):
+    """Every draw's linear predictor of every observation, from the posterior's user-scale values."""
+    values = {k: np.asarray(post[k]) for k in post.data_vars}
+    eta = 0.0
+    for factor in model.factors:
+        a = values[f"alpha_{factor.name}"]
+        eta = eta + np.einsum("cdgk,gk->cdg", a[:, :, factor.codes, :], factor.Z)
+    if model.X.shape[1]:
+        eta = eta + values["beta"] @ model.X.T
+    return eta
+
+
 def test_output_log_likelihood_and_replicates():
     df = mg.datasets.load_grouseticks()
     model = mg.Model.from_formula("TICKS ~ YEAR + scale(HEIGHT) + (1 | BROOD) + (1 | LOCATION)", df,
@@ -78,14 +91,7 @@ def test_output_log_likelihood_and_replicates():
     # the pointwise log likelihood is SciPy's negative binomial log pmf at every draw
     ll = np.asarray(idata.log_likelihood["TICKS"])
     assert ll.shape == (2, 50, len(df)) and np.all(np.isfinite(ll))
-    beta = {k: np.asarray(post[k]) for k in post.data_vars}
-    mean = np.zeros((2, 50, len(df)))
-    for factor in model.factors:
-        a = beta[f"alpha_{factor.name}"]
-        mean = mean + np.einsum("cdgk,gk->cdg", a[:, :, factor.codes, :], factor.Z)
-    if model.X.shape[1]:
-        mean = mean + beta["beta"] @ model.X.T
-    mu = np.exp(mean)
+    mu = np.exp(posterior_eta(model, post))
     expected = stats.nbinom.logpmf(df["TICKS"].to_numpy(), r[..., None], r[..., None] / (r[..., None] + mu))
     np.testing.assert_allclose(ll, expected, rtol=2e-4, atol=2e-4)
     ppc = np.asarray(idata.posterior_predictive["TICKS"])
@@ -119,8 +125,10 @@ def case_model(case: Case):
         return mg.Model.from_formula("n ~ x + (1 | a/b)", counts_frame(), priors=priors, family="negbinomial")
 
 
-def draw_joint(rng, model, size):
-    theta = draw_theta(rng, model, size)             # coefficients with sd 1.5: scaled to BETA
+def draw_coefficients(rng, model, size):
+    """A prior draw (``tests.test_mixed_geweke.draw_theta``) with the coefficients' sd 1.5 scaled to ``BETA``
+    (counts of a few units)."""
+    theta = draw_theta(rng, model, size)
     theta["beta"] = theta["beta"] * (BETA / 1.5)
     for f, factor in enumerate(model.factors):
         gamma = theta[f"gamma_{factor.name}"]
@@ -129,6 +137,11 @@ def draw_joint(rng, model, size):
             k = model.structure.intercepts[f]
             theta[f"alpha_{factor.name}"][:, :, k] += (new - gamma) @ model.U[f].T
             theta[f"gamma_{factor.name}"] = new
+    return theta
+
+
+def draw_joint(rng, model, size):
+    theta = draw_coefficients(rng, model, size)
     prior = model.priors["r"]
     theta["r"] = rng.gamma(prior.concentration, 1.0 / prior.rate, size)
     mu = np.exp(user_mean(model, theta))
@@ -138,24 +151,31 @@ def draw_joint(rng, model, size):
 
 
 def functions(model, theta, y, xp):
-    out = [theta["beta"][..., j] for j in range(theta["beta"].shape[-1])]
-    out += [theta["beta"][..., j] ** 2 for j in range(theta["beta"].shape[-1])]
+    out, eta = parameter_functions(model, theta, xp)
     out.append(xp.log(theta["r"]))
     out.append(theta["r"] / (1.0 + theta["r"]))
-    eta = theta["beta"] @ xp.asarray(model.X.T)
-    for factor in model.factors:
-        b = theta[f"alpha_{factor.name}"]
-        eta = eta + xp.einsum("...ij,ij->...i", b[..., factor.codes, :], xp.asarray(factor.Z))
-        out.append(xp.log(xp.sqrt(theta[f"cov_{factor.name}"][..., 0, 0])))
-        out.append(xp.tanh(b[..., 0, 0]))
-    out.append(xp.mean(xp.log1p(y), axis=-1))
-    out.append(xp.mean(y == 0, axis=-1) * 1.0)
-    out.append(xp.mean((y - xp.exp(eta)) * xp.tanh(eta), axis=-1))
-    out.append(xp.mean(xp.log1p(y) * xp.tanh(eta), axis=-1))
+    out += count_functions(y, eta, xp)
     return xp.stack(out, axis=-1)
 
 
-def geweke_z(model, step, *, num_chains, num_steps, seed=0):
+def count_functions(y, eta, xp):
+    """Test functions of the counts jointly with the linear predictor."""
+    return [xp.mean(xp.log1p(y), axis=-1), xp.mean(y == 0, axis=-1) * 1.0,
+            xp.mean((y - xp.exp(eta)) * xp.tanh(eta), axis=-1), xp.mean(xp.log1p(y) * xp.tanh(eta), axis=-1)]
+
+
+def new_counts(key, state, eta):
+    """Counts given the kernel state: the gamma-Poisson mixture with the state's ``r``."""
+    key_g, key_p = jax.random.split(key)
+    r = state.sigma_y
+    lam = jax.random.gamma(key_g, jnp.broadcast_to(r, eta.shape), dtype=eta.dtype) * jnp.exp(eta) / r
+    return jax.random.poisson(key_p, lam, eta.shape)
+
+
+def geweke_z(model, step, *, num_chains, num_steps, seed=0, draw_joint=draw_joint, functions=functions,
+             new_counts=new_counts):
+    """Geweke's z per test function (module docstring), for any count family given its prior-and-data
+    simulator ``draw_joint``, test ``functions`` and ``new_counts(key, state, eta)``."""
     with jax.enable_x64(True):
         rng = np.random.default_rng(seed + 1)
         theta0, y0 = draw_joint(rng, model, num_chains)
@@ -166,13 +186,11 @@ def geweke_z(model, step, *, num_chains, num_steps, seed=0):
         def chain(key, state, y):
             def body(carry, key):
                 state, y = carry
-                key_step, key_g, key_p = jax.random.split(key, 3)
+                key_step, key_y = jax.random.split(key)
                 state = step(key_step, state, model.data_for(y))
                 g = functions(model, model.to_user(state, xp=jnp), y, jnp)
                 eta = fitted_values(model.structure, W, codes, state.beta, state.b)
-                r = state.sigma_y
-                lam = jax.random.gamma(key_g, jnp.broadcast_to(r, eta.shape), dtype=eta.dtype) * jnp.exp(eta) / r
-                y_new = jax.random.poisson(key_p, lam, eta.shape).astype(y.dtype)
+                y_new = new_counts(key_y, state, eta).astype(y.dtype)
                 return (state, y_new), g
 
             _, gs = jax.lax.scan(body, (state, y), jax.random.split(key, num_steps))

@@ -28,32 +28,13 @@ import mlgibbs.conditionals.poisson as poisson
 from mlgibbs.priors import HalfNormal, HuangWand, Normal
 from mlgibbs.samplers import mixed as mixed_sampler
 from mlgibbs.samplers.mixed import fitted_values
-from tests.test_glm_geweke import fresh_kernel, z_crit
-from tests.test_mixed_geweke import draw_theta, frame, user_mean
-
-BETA = 0.5   # prior sd of the fixed effects and group-level coefficients: counts of a few units
-
-
-def counts_frame():
-    df = frame()
-    df["x"] = df["x"] - 2.0
-    df["n"] = np.arange(len(df)) % 3          # any valid response: only the design matters in Geweke
-    return df
+from tests.test_glm_geweke import fresh_kernel, parameter_functions, z_crit
+from tests.test_mixed_geweke import user_mean
+from tests.test_negbinomial import BETA, count_functions, counts_frame, draw_coefficients, posterior_eta
+from tests.test_negbinomial import geweke_z as count_geweke_z
 
 
-# ------------------------------------------------------------------ bad input
-@pytest.mark.parametrize("values, message", [
-    (lambda n: -np.ones(n), "non-negative integer counts"),
-    (lambda n: np.full(n, 1.5), "non-negative integer counts"),
-    (lambda n: np.zeros(n), "all zeros"),
-])
-def test_bad_counts_name_the_column(values, message):
-    df = counts_frame()
-    df["ticks"] = values(len(df))
-    with pytest.raises(ValueError, match=rf"(?s)'ticks'.*{message}|{message}.*'ticks'"):
-        mg.Model.from_formula("ticks ~ x + (1 | g)", df, family="poisson")
-
-
+# ------------------------------------------------------------------ bad input (bad counts: test_negbinomial)
 def test_bad_options():
     df = counts_frame()
     with pytest.raises(ValueError, match="trials="):
@@ -76,13 +57,7 @@ def test_output_log_likelihood_replicates_and_predict():
     ll = np.asarray(idata.log_likelihood["TICKS"])
     assert ll.shape == (2, 50, len(df)) and np.all(np.isfinite(ll))
     values = {k: np.asarray(post[k]) for k in post.data_vars}
-    eta = np.zeros((2, 50, len(df)))
-    for factor in model.factors:
-        a = values[f"alpha_{factor.name}"]
-        eta = eta + np.einsum("cdgk,gk->cdg", a[:, :, factor.codes, :], factor.Z)
-    if model.X.shape[1]:
-        eta = eta + values["beta"] @ model.X.T
-    mu = np.exp(eta)
+    mu = np.exp(posterior_eta(model, post))
     np.testing.assert_allclose(ll, stats.poisson.logpmf(df["TICKS"].to_numpy(), mu), rtol=2e-4, atol=2e-4)
     ppc = np.asarray(idata.posterior_predictive["TICKS"])
     assert ppc.shape == (2, 50, len(df)) and np.all(ppc >= 0) and np.all(ppc == np.round(ppc))
@@ -198,72 +173,19 @@ def case_model(case: Case):
 
 
 def draw_joint(rng, model, size):
-    theta = draw_theta(rng, model, size)             # coefficients with sd 1.5: scaled to BETA
-    theta["beta"] = theta["beta"] * (BETA / 1.5)
-    for f, factor in enumerate(model.factors):
-        gamma = theta[f"gamma_{factor.name}"]
-        if gamma.shape[-1]:
-            new = gamma * (BETA / 1.5)
-            k = model.structure.intercepts[f]
-            theta[f"alpha_{factor.name}"][:, :, k] += (new - gamma) @ model.U[f].T
-            theta[f"gamma_{factor.name}"] = new
-    y = rng.poisson(np.exp(user_mean(model, theta))).astype(np.float64)
-    return theta, y
+    theta = draw_coefficients(rng, model, size)
+    return theta, rng.poisson(np.exp(user_mean(model, theta))).astype(np.float64)
 
 
 def functions(model, theta, y, xp):
-    out = [theta["beta"][..., j] for j in range(theta["beta"].shape[-1])]
-    out += [theta["beta"][..., j] ** 2 for j in range(theta["beta"].shape[-1])]
-    eta = theta["beta"] @ xp.asarray(model.X.T)
-    for f, factor in enumerate(model.factors):
-        b = theta[f"alpha_{factor.name}"]
-        eta = eta + xp.einsum("...ij,ij->...i", b[..., factor.codes, :], xp.asarray(factor.Z))
-        cov = theta[f"cov_{factor.name}"]
-        d = cov.shape[-1]
-        sd = xp.sqrt(xp.diagonal(cov, axis1=-2, axis2=-1))
-        out += [xp.log(sd[..., j]) for j in range(d)]
-        out += [xp.tanh(b[..., 0, j]) for j in range(d)]
-        if d > 1:
-            out.append(cov[..., 0, 1] / (sd[..., 0] * sd[..., 1]))
-        gamma = theta[f"gamma_{factor.name}"]
-        out += [gamma[..., j] for j in range(gamma.shape[-1])]
-    out.append(xp.mean(xp.log1p(y), axis=-1))
-    out.append(xp.mean(y == 0, axis=-1) * 1.0)
-    out.append(xp.mean((y - xp.exp(eta)) * xp.tanh(eta), axis=-1))
-    out.append(xp.mean(xp.log1p(y) * xp.tanh(eta), axis=-1))
-    return xp.stack(out, axis=-1)
+    out, eta = parameter_functions(model, theta, xp)
+    return xp.stack(out + count_functions(y, eta, xp), axis=-1)
 
 
 def geweke_z(model, step, *, num_chains, num_steps, seed=0):
-    with jax.enable_x64(True):
-        rng = np.random.default_rng(seed + 1)
-        theta0, y0 = draw_joint(rng, model, num_chains)
-        state0 = jax.tree.map(jnp.asarray, model.to_kernel(theta0))
-        W, _, codes = model.kernel_rows
-        W, codes = jnp.asarray(W), jnp.asarray(codes)
-
-        def chain(key, state, y):
-            def body(carry, key):
-                state, y = carry
-                key_step, key_y = jax.random.split(key)
-                state = step(key_step, state, model.data_for(y))
-                g = functions(model, model.to_user(state, xp=jnp), y, jnp)
-                eta = fitted_values(model.structure, W, codes, state.beta, state.b)
-                y_new = jax.random.poisson(key_y, jnp.exp(eta), eta.shape).astype(y.dtype)
-                return (state, y_new), g
-
-            _, gs = jax.lax.scan(body, (state, y), jax.random.split(key, num_steps))
-            return gs
-
-        keys = jax.random.split(jax.random.key(seed), num_chains)
-        sc = np.asarray(jax.jit(jax.vmap(chain))(keys, state0, jnp.asarray(y0)))
-    rng = np.random.default_rng(seed)
-    theta, y = draw_joint(rng, model, 20_000)
-    mc = functions(model, theta, y, np)
-    per_chain = sc.mean(axis=1)
-    se_sc = per_chain.std(axis=0, ddof=1) / np.sqrt(num_chains)
-    se_mc = mc.std(axis=0, ddof=1) / np.sqrt(mc.shape[0])
-    return (per_chain.mean(axis=0) - mc.mean(axis=0)) / np.sqrt(se_sc**2 + se_mc**2)
+    return count_geweke_z(model, step, num_chains=num_chains, num_steps=num_steps, seed=seed,
+                          draw_joint=draw_joint, functions=functions,
+                          new_counts=lambda key, state, eta: jax.random.poisson(key, jnp.exp(eta), eta.shape))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])

@@ -278,13 +278,9 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     """
     from mlgibbs.priors import HalfNormal, Uniform
 
-    slices = structure.column_slices()
     dtype = data.t.dtype
     F = structure.num_factors
-    # every coordinate of every block: a scalar term, or one coordinate of a correlated term
-    owner = {(f, j): (start, size) for f in range(F) for start, size in structure.cov_blocks[f]
-             for j in range(start, start + size)}
-    blocks = sorted(owner)
+    owner, blocks = _move_blocks(structure)
     if not blocks:
         return state
     key_z, key_u = jax.random.split(rng_key)
@@ -298,12 +294,7 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     if dev_rows is None:
         dev_rows = [devs[f][data.codes[:, f]] for f in range(F)]
     c_maps = [2.0 * jnp.eye(c.shape[0], dtype=dtype) - c for c in data.coef_maps]  # C = I + e u' = 2I - C^{-1}
-    columns = []
-    for f, j in blocks:
-        start, d = slices[f]
-        column = data.W[:, start + j] if d == 1 else data.W[:, start:start + d] @ c_maps[f][:, j]
-        columns.append(column * dev_rows[f][:, j])
-    V = jnp.stack(columns, axis=1)                                  # (R, blocks)
+    V = jnp.stack([_block_rows(structure, data, c_maps, dev_rows, f, j) for f, j in blocks], axis=1)  # (R, blocks)
     # as fused elementwise reductions: a skinny (blocks x R) @ (R x blocks) product is slow on CPU
     VW = V if weights is None else V * weights[:, None]
     gram = jnp.sum(VW[:, :, None] * V[:, None, :], axis=0)
@@ -352,6 +343,21 @@ def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: 
     return _rescaled(structure, state, data, devs, scales, c_maps, sorted({f for f, _ in blocks}))
 
 
+def _move_blocks(structure: MixedStructure):
+    """Every coordinate ``(f, j)`` moved by the parameter-expanded moves (a scalar term, or one coordinate
+    of a correlated term), sorted, and the ``(start, size)`` of the block that owns each."""
+    owner = {(f, j): (start, size) for f in range(structure.num_factors) for start, size in structure.cov_blocks[f]
+             for j in range(start, start + size)}
+    return owner, sorted(owner)
+
+
+def _block_rows(structure: MixedStructure, data: MixedData, c_maps, dev_rows, f: int, j: int):
+    """``v_r``: coordinate ``j`` of factor ``f``'s deviations' contribution to each row's linear predictor."""
+    start, d = structure.column_slices()[f]
+    column = data.W[:, start + j] if d == 1 else data.W[:, start:start + d] @ c_maps[f][:, j]
+    return column * dev_rows[f][:, j]
+
+
 def _rescaled(structure: MixedStructure, state: MixedState, data: MixedData, devs, scales, c_maps, factors):
     """The state with each factor's deviations multiplied by its coordinates' ``c`` and ``Sigma -> D Sigma D``."""
     b, cov = list(state.b), list(state.cov)
@@ -372,8 +378,8 @@ def poisson_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key,
 
     .. math::
 
-        \ellig(\eta + (e^u - 1) vig) + \log p_\sigma(e^u \sigma)
-        \quad ig(	ext{a correlated block: } \log p_\Sigma(D \Sigma D) + s\, uig),
+        \ell\big(\eta + (e^u - 1) v\big) + \log p_\sigma(e^u \sigma) + u
+        \quad \big(\text{a correlated block: } \log p_\Sigma(D \Sigma D) + (s + 1)\, u\big),
 
     ``v`` the block's contribution to the rows' linear predictor ``eta`` and ``ell`` the Poisson log
     likelihood: :func:`scale_moves`'s density of ``c`` (with respect to ``dc``) times the Jacobian
@@ -382,12 +388,9 @@ def poisson_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key,
     from mlgibbs.conditionals.poisson import log_likelihood_change, px_log_jacobian
     from mlgibbs.conditionals.slice import slice_sample
 
-    slices = structure.column_slices()
     dtype = data.t.dtype
     F = structure.num_factors
-    owner = {(f, j): (start, size) for f in range(F) for start, size in structure.cov_blocks[f]
-             for j in range(start, start + size)}
-    blocks = sorted(owner)
+    owner, blocks = _move_blocks(structure)
     if not blocks:
         return state
     keys = jax.random.split(rng_key, len(blocks))
@@ -397,9 +400,7 @@ def poisson_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key,
     block_precision = {}
     eta = fit
     for i, (f, j) in enumerate(blocks):
-        start, d = slices[f]
-        column = data.W[:, start + j] if d == 1 else data.W[:, start:start + d] @ c_maps[f][:, j]
-        v = column * dev_rows[f][:, j]
+        v = _block_rows(structure, data, c_maps, dev_rows, f, j)
         block_start, size = owner[(f, j)]
         prior = priors.cov[f][_block_index(structure, f, block_start)]
         if size > 1:
