@@ -202,7 +202,8 @@ def log_prob(family: Family, y, trials, eta, dispersion=None):
 
 def draw_outcome(family: Family, rng_key, eta, trials, dispersion=None):
     """New outcomes ``y ~ Binomial(trials, inverse_link(eta))`` (float, the shape of ``eta``); the negative
-    binomial's as a gamma mixture of Poissons, the Poisson's ``Poisson(e^eta)``, ``y ~ Poisson(lambda)``, ``lambda ~ Gamma(r, rate r / mu)``."""
+    binomial's as a gamma mixture of Poissons, ``y ~ Poisson(lambda)``, ``lambda ~ Gamma(r, rate r / mu)``; the
+    Poisson's ``y ~ Poisson(e^eta)``."""
     if family.name == "negbinomial":
         key_g, key_p = jax.random.split(rng_key)
         r = jnp.asarray(dispersion, eta.dtype)

@@ -79,11 +79,11 @@ def iwls_terms(eta, data):
     return w, data.t - w + w * eta
 
 
-def log_likelihood(eta, data, constant: bool = True):
-    """``sum_i log Poisson(y_i | e^{eta_r(i)})`` from the kernel's rows; ``- sum log y_i!`` with ``constant``
-    (from the observations' counts ``data.y_obs``, when there)."""
+def log_likelihood(eta, data):
+    """``sum_i log Poisson(y_i | e^{eta_r(i)})`` from the kernel's rows (``- sum log y_i!`` from the
+    observations' counts ``data.y_obs``, when there)."""
     total = jnp.sum(data.t * eta - data.trials * jnp.exp(eta))
-    if constant and data.y_obs is not None:
+    if data.y_obs is not None:
         total = total - jnp.sum(gammaln(data.y_obs + 1.0))
     return total
 
@@ -92,11 +92,6 @@ def working_log_likelihood_rows(block, w, s, offsets):
     """Per row ``(s_r - w_r o_r) a_r - w_r a_r^2 / 2``: the working likelihood ``(w, s)`` at a block
     contribution ``a`` (``offsets`` the rest of ``eta``, fixed)."""
     return (s - w * offsets) * block - 0.5 * w * block * block
-
-
-def log_likelihood_rows(eta, data):
-    """Per kernel row ``Y_r eta_r - m_r e^{eta_r}`` (the log likelihood without ``log y!``)."""
-    return data.t * eta - data.trials * jnp.exp(eta)
 
 
 def log_likelihood_change(eta_old, eta_new, data):

@@ -275,7 +275,7 @@ def _up_pass(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precision
 
 
 def chain_precision(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions: Sequence,
-                    U: Sequence, root_precision, root_linear, with_log_normalizer: bool = False):
+                    U: Sequence, root_precision, root_linear):
     """The pass up: messages from every level and the root's canonical parameters.
 
     Parameters
@@ -291,21 +291,14 @@ def chain_precision(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, pr
     root_precision, root_linear
         The canonical parameters of every factor on ``rho`` that is not a message (``p(rho)`` and the
         priors of factors outside the chain).
-    with_log_normalizer
-        Also return the levels' share of the log normalizer (:func:`chain_log_normalizer`).
 
     Returns
     -------
     (root_precision, root_linear), saved
-        ``saved`` holds, per level (coarsest first), what the pass down needs; then the levels' log
-        normalizer with ``with_log_normalizer``.
+        ``saved`` holds, per level (coarsest first), what the pass down needs.
     """
-    message, message_linear, saved, log_norm = _up_pass(spec, chain, row_linear, inv_var_y, precisions, U)
-    root_precision = root_precision + jnp.sum(message, axis=0)
-    root_linear = root_linear + jnp.sum(message_linear, axis=0)
-    if with_log_normalizer:
-        return (root_precision, root_linear), saved, jnp.sum(log_norm)
-    return (root_precision, root_linear), saved
+    message, message_linear, saved, _ = _up_pass(spec, chain, row_linear, inv_var_y, precisions, U)
+    return (root_precision + jnp.sum(message, axis=0), root_linear + jnp.sum(message_linear, axis=0)), saved
 
 
 def _subtree_log_normalizers(message, message_linear, log_norm, rho):
@@ -362,16 +355,6 @@ def _down_pass(spec: ChainSpec, chain: ChainData, saved, rho, normals):
     return tuple(effects)
 
 
-def _root_factor(lam, h):
-    """The root's Cholesky factor ``L`` and ``L^{-1} h``."""
-    chol = jnp.linalg.cholesky(lam)
-    return chol, jax.scipy.linalg.solve_triangular(chol, h, lower=True)
-
-
-def _root_log_normalizer(chol, whitened):
-    return 0.5 * jnp.sum(whitened**2) - jnp.sum(jnp.log(jnp.diagonal(chol)))
-
-
 def chain_log_normalizer(spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions, U,
                          root_precision, root_linear):
     r"""``log Z = log \int exp(-x'Qx/2 + x'l) dx + (dim/2) log(2 pi)`` of the chain's Gaussian in canonical form.
@@ -383,40 +366,37 @@ def chain_log_normalizer(spec: ChainSpec, chain: ChainData, row_linear, inv_var_
     dependence the message carries), the root ``|L^{-1} h|^2 / 2 - log |L|``; ``log Z = l'Q^{-1}l/2 -
     log |Q|/2``.
     """
-    (lam, h), _, log_norm = chain_precision(spec, chain, row_linear, inv_var_y, precisions, U,
-                                            root_precision, root_linear, with_log_normalizer=True)
+    message, message_linear, _, log_norm = _up_pass(spec, chain, row_linear, inv_var_y, precisions, U)
+    log_norm = jnp.sum(log_norm)
     if spec.root_dim:   # elementwise for a small root (no LAPACK call: this runs inside slice loops)
+        lam = root_precision + jnp.sum(message, axis=0)
+        h = root_linear + jnp.sum(message_linear, axis=0)
         chol = cholesky(lam[None])[0]
         white = solve_lower(chol[None], h[None, :, None])[0, :, 0]
-        log_norm = log_norm + _root_log_normalizer(chol, white)
+        log_norm = log_norm + 0.5 * jnp.sum(white**2) - jnp.sum(jnp.log(jnp.diagonal(chol)))
     return log_norm
 
 
 def draw_chain(rng_key, spec: ChainSpec, chain: ChainData, row_linear, inv_var_y, precisions, U,
-               root_precision, root_linear, with_log_normalizer: bool = False):
+               root_precision, root_linear):
     """Draw ``(rho, b_{f_1}, ..., b_{f_L})`` from their joint conditional (module docstring).
 
     Returns
     -------
     rho, effects
-        ``rho`` ``(P,)`` and a tuple of ``b_{f_i}`` ``(J_i, d_i)``, coarsest first; then, with
-        ``with_log_normalizer``, the Gaussian's log normalizer (:func:`chain_log_normalizer`) from the
-        same pass.
+        ``rho`` ``(P,)`` and a tuple of ``b_{f_i}`` ``(J_i, d_i)``, coarsest first.
     """
     P = spec.root_dim
-    (lam, h), saved, log_norm = chain_precision(spec, chain, row_linear, inv_var_y, precisions, U,
-                                                root_precision, root_linear, with_log_normalizer=True)
+    (lam, h), saved = chain_precision(spec, chain, row_linear, inv_var_y, precisions, U, root_precision,
+                                      root_linear)
     dtype = chain.gram.dtype
     sizes = [P] + [saved_i[0].shape[0] * d for saved_i, d in zip(saved, spec.dims)]
     normals = jax.random.normal(rng_key, (sum(sizes),), dtype)   # one draw for the whole chain
     if P:
-        chol, w = _root_factor(lam, h)
-        log_norm = log_norm + _root_log_normalizer(chol, w)
+        chol = jnp.linalg.cholesky(lam)
         z = normals[:P]
+        w = jax.scipy.linalg.solve_triangular(chol, h, lower=True)
         rho = jax.scipy.linalg.solve_triangular(chol.T, w + z, lower=False)
     else:
         rho = jnp.zeros((0,), dtype)
-    effects = _down_pass(spec, chain, saved, rho, normals[P:])
-    if with_log_normalizer:
-        return rho, effects, log_norm
-    return rho, effects
+    return rho, _down_pass(spec, chain, saved, rho, normals[P:])

@@ -305,7 +305,7 @@ class MixedModel:
             j = tr.intercept[1]
             beta = _set(xp, beta, j, k * state.beta[..., j] - shift)
         out = {"beta": beta, "sigma_y": k * state.sigma_y}
-        if getattr(self, "family", None) is not None and self.family.dispersion:  # the NB's r: sigma_y's slot
+        if self.family is not None and self.family.dispersion:  # the negative binomial's r: sigma_y's slot
             out["r"] = state.sigma_y
         for f, factor in enumerate(self.factors):
             gamma = k * state.gamma[f] / tr.u_scale[f]

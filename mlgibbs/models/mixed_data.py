@@ -140,10 +140,11 @@ class MixedData(NamedTuple):
     trials, lane_rows, lane_position
         Binomial-type families only (``None`` for the Gaussian): ``t`` holds each row's successes,
         ``trials`` its number of trials ``m_r``; the ``N = sum m_r`` *lanes* are the trials, lane ``l``
-        trial number ``lane_position[l]`` of row ``lane_rows[l]`` (int32). The negative binomial keeps its
+        trial number ``lane_position[l]`` of row ``lane_rows[l]`` (int32). The count families keep their
         rows' summed counts in ``t`` and their number of observations in ``trials``.
     y_obs
-        The negative binomial only: every observation's count, ``(n,)`` (the draw of its dispersion).
+        The count families only (log link): every observation's count, ``(n,)`` (the negative binomial's
+        dispersion draw, the Poisson's ``log y!``).
     """
 
     W: jax.Array

@@ -351,14 +351,11 @@ class Model:
             Binomial-type families: the number of trials of each observation, ``(n,)``, or one integer.
         """
         glm = not get_family(family).gaussian
+        if glm and terms is None and group is None:   # a GLM without grouping factors
+            if U is not None or group_labels is not None or group_predictors is not None:
+                raise ValueError("U=, group_labels= and group_predictors= need group=")
+            terms = []
         if glm and terms is None:  # a varying intercept as a Term; U's columns repeated over the rows
-            from mlgibbs.models.mixed import Term
-
-            if group is None:   # a GLM without grouping factors
-                if U is not None or group_labels is not None or group_predictors is not None:
-                    raise ValueError("U=, group_labels= and group_predictors= need group=")
-                terms = []
-        if glm and terms is None:
             from mlgibbs.models.mixed import Term
 
             n_obs = np.shape(y)[0]

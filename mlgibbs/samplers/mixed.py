@@ -188,24 +188,19 @@ def _chain_inputs(structure: MixedStructure, k: int, state: MixedState, data: Mi
 
 
 def update_chain(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData,
-                 precisions=None, weights=None, linear=None, with_log_normalizer: bool = False):
+                 precisions=None, weights=None, linear=None) -> MixedState:
     """Redraw ``rho = (beta, gamma)`` and the effects of chain ``k`` from their joint full conditional.
 
     Given the variances and the effects of the factors outside the chain (the exact block draw of
     :func:`mlgibbs.conditionals.tree.draw_chain`). ``precisions`` are the ``Sigma_f^{-1}`` when the
     caller has them. With ``weights`` and ``linear`` (per kernel row: an augmented binomial-type model,
     :mod:`mlgibbs.conditionals.augmentation`) the rows' likelihood is ``exp(sum_r linear_r eta_r -
-    weights_r eta_r^2 / 2)`` instead of the Gaussian's with ``sigma_y``. With ``with_log_normalizer`` it
-    returns ``(state, log Z)``, ``log Z`` the Gaussian's log normalizer
-    (:func:`mlgibbs.conditionals.tree.chain_log_normalizer`).
+    weights_r eta_r^2 / 2)`` instead of the Gaussian's with ``sigma_y``.
     """
     if precisions is None:
         precisions = effect_precisions(state, data)
-    out = draw_chain(rng_key, *_chain_inputs(structure, k, state, data, precisions, weights, linear),
-                     with_log_normalizer=True)
-    rho, effects, log_norm = out
-    state = _with_chain(structure, k, state, rho, effects)
-    return (state, log_norm) if with_log_normalizer else state
+    rho, effects = draw_chain(rng_key, *_chain_inputs(structure, k, state, data, precisions, weights, linear))
+    return _with_chain(structure, k, state, rho, effects)
 
 
 def update_root(structure: MixedStructure, rng_key, state: MixedState, data: MixedData, weights, linear):
@@ -228,15 +223,6 @@ def _with_chain(structure: MixedStructure, k: int, state: MixedState, rho, effec
         b[f] = effect
     beta, gamma = _split_rho(structure, rho)
     return state._replace(beta=beta, gamma=gamma, b=tuple(b))
-
-
-def chain_log_normalizer(structure: MixedStructure, k: int, state: MixedState, data: MixedData, precisions,
-                         weights, linear):
-    """The log normalizer of chain ``k``'s Gaussian conditional under row weights and linear terms
-    (:func:`mlgibbs.conditionals.tree.chain_log_normalizer`), without a draw."""
-    from mlgibbs.conditionals.tree import chain_log_normalizer as tree_log_normalizer
-
-    return tree_log_normalizer(*_chain_inputs(structure, k, state, data, precisions, weights, linear))
 
 
 def scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
@@ -655,9 +641,9 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
 
         eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
         weights, linear = augment(structure.family, keys[-4], eta, data)
-    if not (negbinomial or poisson) and not structure.chains:   # no grouping factor (a GLM): beta alone
-        state = update_root(structure, jax.random.fold_in(keys[-4], 1), state, data, weights, linear)
     if not (negbinomial or poisson):
+        if not structure.chains:   # no grouping factor (a GLM): beta alone
+            state = update_root(structure, jax.random.fold_in(keys[-4], 1), state, data, weights, linear)
         for k in range(len(structure.chains)):
             if weights is not None and structure.collapsed_scales:   # the chain's scales, its locations integrated out
                 key_s, key_k = jax.random.split(keys[k])
@@ -810,8 +796,7 @@ def _poisson_start(structure: MixedStructure, rng_key, state: MixedState, data: 
         for k in range(blocks):
             if i or k:
                 eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
-            w, _ = iwls_terms(eta, data)
-            s = data.t - w + w * eta
+            w, s = iwls_terms(eta, data)
             key = keys[i * blocks + k]
             state = (update_chain(structure, k, key, state, data, precisions, w, s) if structure.chains
                      else update_root(structure, key, state, data, w, s))
