@@ -88,18 +88,19 @@ def diagnostics(posterior: dict) -> dict:
             "max_rhat": float(np.nanmax(r)), "num_parameters": int(x.shape[2])}
 
 
-def run_mlgibbs(model, num_chains, num_warmup, num_draws):
+def run_mlgibbs(model, num_chains, num_warmup, num_draws, sampler=None):
+    """``mg.sample`` twice (the first call compiles); ``sampler`` as ``mg.sample``'s (``None``: its default)."""
     t0 = time.perf_counter()
     mg.sample(0, model, num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws,
-              log_likelihood=False, check_convergence=False)
+              log_likelihood=False, check_convergence=False, sampler=sampler)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
     idata = mg.sample(1, model, num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws,
-                      log_likelihood=False, check_convergence=False)
+                      log_likelihood=False, check_convergence=False, sampler=sampler)
     second = time.perf_counter() - t0
     post = {str(k): idata.posterior[k].values for k in idata.posterior.data_vars}
-    out = {"sampler": "mlgibbs", "first_call_s": first, "sample_s": second,
-           "sweep_ms": 1e3 * second / (num_warmup + num_draws)}
+    out = {"sampler": "mlgibbs", "mlgibbs_sampler": idata.posterior.attrs.get("sampler"),
+           "first_call_s": first, "sample_s": second, "sweep_ms": 1e3 * second / (num_warmup + num_draws)}
     out.update(diagnostics(post))
     return out
 
@@ -134,10 +135,11 @@ def rate(row, with_compile=False):
     return ess / (row["first_call_s"] if with_compile else row["sample_s"])
 
 
-def compare(log, name, model, chains, warmup, draws, *, nuts_sizes, quick, with_nuts, width=13):
+def compare(log, name, model, chains, warmup, draws, *, nuts_sizes, quick, with_nuts, width=13, nuts_model=None):
     """One problem side by side: :func:`run_mlgibbs`, then (``with_nuts``) :func:`run_nuts` with the
     problem's sizes from ``nuts_sizes`` (at most 100 + 100 when ``quick``), each logged; returns the
-    ``mlgibbs``, ``nuts``, ``ratio`` and ``ratio_first_call`` entries of the results file."""
+    ``mlgibbs``, ``nuts``, ``ratio`` and ``ratio_first_call`` entries of the results file. ``nuts_model``:
+    the model NUTS runs if not ``model`` (the same posterior written on fewer rows)."""
     row = run_mlgibbs(model, chains, warmup, draws)
     log(f"{name:>{width}} mlgibbs: min ESS {min(row['min_ess_bulk'], row['min_ess_tail']):7.0f}  "
         f"sample {row['sample_s']:6.2f}s  first call {row['first_call_s']:6.2f}s  R-hat {row['max_rhat']:.3f}")
@@ -146,7 +148,7 @@ def compare(log, name, model, chains, warmup, draws, *, nuts_sizes, quick, with_
         nw, nd = nuts_sizes.get(name, (warmup, draws))
         if quick:
             nw, nd = min(nw, 100), min(nd, 100)
-        nuts = run_nuts(model, chains, nw, nd)
+        nuts = run_nuts(model if nuts_model is None else nuts_model, chains, nw, nd)
         log(f"{name:>{width}}    nuts: min ESS {min(nuts['min_ess_bulk'], nuts['min_ess_tail']):7.0f}  "
             f"sample {nuts['sample_s']:6.2f}s  first call {nuts['first_call_s']:6.2f}s  "
             f"R-hat {nuts['max_rhat']:.3f}")

@@ -358,6 +358,12 @@ def sample(
         Sampler name (see :data:`mlgibbs.samplers.SAMPLERS`): ``"gibbs"``, ``"px"`` or
         ``"collapsed"``. Default ``None``: :func:`mlgibbs.samplers.default_sampler`, the fastest in
         the benchmarks (``"px"``; ``"collapsed"`` under an inverse-gamma prior on ``sigma_alpha^2``).
+        A multilevel model built from a formula with grouping terms has its own names per family
+        (:data:`mlgibbs.run_mixed.MIXED_SAMPLERS`): bernoulli and binomial ``"augmented"`` (Polya-Gamma,
+        scales drawn with the locations integrated out), ``"augmented-px"`` (Polya-Gamma, parameter-expanded
+        scale moves) or ``"iwls"`` (Metropolis-Hastings with IWLS proposals); probit ``"augmented"`` or
+        ``"augmented-px"``; default :func:`mlgibbs.run_mixed.default_mixed_sampler`. The sampler run is
+        recorded in ``idata.posterior.attrs["sampler"]``.
     initial_state
         ``None`` (over-dispersed starts from ``kernel.init``); an InferenceData returned earlier, to
         continue its chains (pass ``num_warmup=0``; it is checked against ``model`` first); or a

@@ -291,10 +291,13 @@ def _grid_moments(log_post, a_range, b_range, size=301):
     return mean, sd
 
 
-@pytest.mark.parametrize("family", ["bernoulli", "binomial", "probit", "poisson", "negbinomial"])
-def test_models_without_groups_match_quadrature(family):
+@pytest.mark.parametrize("family, sampler", [("bernoulli", None), ("bernoulli", "augmented"), ("binomial", None),
+                                             ("binomial", "augmented"), ("probit", None), ("poisson", None),
+                                             ("negbinomial", None)])
+def test_models_without_groups_match_quadrature(family, sampler):
     """A GLM without grouping terms (``y ~ x``): the posterior of its two parameters by quadrature on a grid
-    under the same priors, against the sampler's means (z by ESS-based MCSEs)."""
+    under the same priors, against the sampler's means (z by ESS-based MCSEs). The logit families' default
+    there is ``"iwls"`` (more than 40 trials); their Polya-Gamma sampler is checked too."""
     from scipy.special import gammaln, log_ndtr
 
     from mlgibbs.convergence import ess_bulk
@@ -328,7 +331,9 @@ def test_models_without_groups_match_quadrature(family):
             return (y * eta - m * np.logaddexp(0.0, eta)).sum(-1)
         mean, sd = _grid_moments(log_post, (-1.2, 1.6), (-0.5, 2.2))
         names = [("beta", 0), ("beta", 1)]
-    idata = mg.sample(11, model, num_chains=4, num_warmup=300, num_draws=1500)
+    idata = mg.sample(11, model, num_chains=4, num_warmup=300, num_draws=1500, sampler=sampler)
+    if family in ("bernoulli", "binomial"):
+        assert idata.posterior.attrs["sampler"] == (sampler or "iwls")
     post = idata.posterior
     assert set(post.data_vars) == ({"beta", "r"} if family == "negbinomial" else {"beta"})
     assert np.asarray(idata.log_likelihood[model.response]).shape == (4, 1500, len(df))

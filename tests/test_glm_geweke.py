@@ -15,7 +15,8 @@ Cases: Bernoulli (logit) with a correlated varying intercept and slope under Hua
 group-level predictor; binomial-probit with ``||`` slopes. Power: an augmentation that draws the
 Polya-Gamma weights at ``eta / 2`` (a plausible slip of the ``c/2`` in ``PG(1, c) = J*(1, c/2)/4``), and
 Albert-Chib latents with a mean shrunk by 20%, and the collapsed slice step of the scales without the
-effects' prior normalizer, must each be rejected by the same statistics.
+effects' prior normalizer, must each be rejected by the same statistics. The ``"augmented-px"`` sampler
+(no collapsed scale draws) is tested on the nested binomial and the crossed probit cases.
 """
 
 from __future__ import annotations
@@ -179,6 +180,19 @@ def fresh_kernel(model):
 def test_geweke(case):
     model = case_model(case)
     kernel = mixed_kernel(model.structure, model.kernel_priors)
+    z = geweke_z(model, kernel.step, num_chains=case.num_chains, num_steps=case.num_steps)
+    assert np.all(np.isfinite(z))
+    assert np.max(np.abs(z)) < z_crit(z.size), np.round(z, 2)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[2]], ids=[CASES[1].name, CASES[2].name])
+def test_geweke_of_the_augmented_px_sampler(case):
+    """``sampler="augmented-px"``: the same augmentation, the scales given the locations and the
+    parameter-expanded moves instead of the collapsed scale draws."""
+    from mlgibbs.samplers.mixed import _build_kernel
+
+    model = case_model(case)
+    kernel = _build_kernel(model.structure._replace(collapsed_scales=False), model.kernel_priors)
     z = geweke_z(model, kernel.step, num_chains=case.num_chains, num_steps=case.num_steps)
     assert np.all(np.isfinite(z))
     assert np.max(np.abs(z)) < z_crit(z.size), np.round(z, 2)

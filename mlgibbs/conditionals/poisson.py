@@ -59,7 +59,7 @@ import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
 __all__ = ["iwls_terms", "log_likelihood", "working_log_likelihood_rows", "metropolis_accept", "px_log_jacobian",
-           "log_likelihood_change"]
+           "log_likelihood_change", "start"]
 
 
 def metropolis_accept(rng_key, log_ratio):
@@ -100,3 +100,8 @@ def log_likelihood_change(eta_old, eta_new, data):
     the two totals would not)."""
     change = eta_new - eta_old
     return data.t * change - data.trials * jnp.exp(eta_old) * jnp.expm1(change)
+
+
+def start(data):
+    """The first IWLS point: ``eta_r = log((Y_r + 1/2) / m_r)`` (the usual start of a GLM fit)."""
+    return jnp.log((data.t + 0.5) / data.trials)

@@ -63,6 +63,9 @@ class MixedStructure(NamedTuple):
     collapsed_scales
         Augmented binomial-type families: draw each chain's scalar scales with its locations integrated
         out before the locations (:func:`mlgibbs.samplers.mixed.collapsed_scale_moves`).
+    iwls
+        Bernoulli and binomial: the locations by Metropolis-Hastings with IWLS Gaussian proposals (the
+        Poisson's kernel, :mod:`mlgibbs.conditionals.logit`) instead of Polya-Gamma augmentation.
     """
 
     p: int
@@ -73,6 +76,7 @@ class MixedStructure(NamedTuple):
     chains: tuple[tuple[int, ...], ...]
     family: str = "gaussian"
     collapsed_scales: bool = True
+    iwls: bool = False
 
     @property
     def num_factors(self) -> int:

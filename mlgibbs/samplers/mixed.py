@@ -29,7 +29,9 @@ Gibbs step on both). A model without grouping factors draws ``beta`` alone (:fun
 negative binomial draws its
 weights afresh for each block and keeps its dispersion ``r`` in ``sigma_y``'s slot
 (:mod:`mlgibbs.conditionals.negbinomial`); the Poisson replaces step 1 by Metropolis-Hastings blocks with
-IWLS Gaussian proposals and the moves by slice steps (:mod:`mlgibbs.conditionals.poisson`).
+IWLS Gaussian proposals and the moves by slice steps (:mod:`mlgibbs.conditionals.poisson`), and so do the
+logit families with ``structure.iwls`` (``sampler="iwls"``, :mod:`mlgibbs.conditionals.logit`), without
+augmentation.
 """
 
 from __future__ import annotations
@@ -357,7 +359,7 @@ def _rescaled(structure: MixedStructure, state: MixedState, data: MixedData, dev
     return state._replace(b=tuple(b), cov=tuple(cov))
 
 
-def poisson_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
+def iwls_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
                         data: MixedData, fit, dev_rows) -> MixedState:
     r"""The parameter-expanded moves of :func:`scale_moves` under the Poisson likelihood: for each block in
     turn, ``(delta, sigma) -> (c delta, c sigma)`` (``c > 0``) by one slice step on ``u = log c`` with density
@@ -371,7 +373,9 @@ def poisson_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key,
     likelihood: :func:`scale_moves`'s density of ``c`` (with respect to ``dc``) times the Jacobian
     ``dc/du = e^u``. ``fit`` is ``eta`` at the current locations; ``dev_rows`` as in :func:`scale_moves`.
     """
-    from mlgibbs.conditionals.poisson import log_likelihood_change, px_log_jacobian
+    from mlgibbs.conditionals.poisson import px_log_jacobian
+
+    log_likelihood_change = iwls_likelihood(structure).log_likelihood_change
     from mlgibbs.conditionals.slice import slice_sample
 
     dtype = data.t.dtype
@@ -481,12 +485,13 @@ def collapsed_scale_moves(structure: MixedStructure, priors: MixedPriors, k: int
     return state._replace(cov=tuple(cov)), precisions, inputs
 
 
-def _poisson_effects(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData, precisions):
+def _iwls_effects(structure: MixedStructure, k: int, rng_key, state: MixedState, data: MixedData, precisions):
     r"""Chain ``k``'s effects given ``rho`` by Metropolis-Hastings with the IWLS Gaussian proposal
     (:mod:`mlgibbs.conditionals.poisson`), one accept/reject per *subtree* (a coarsest group and the groups
     nested in it: independent given ``rho`` and the other chains)."""
-    from mlgibbs.conditionals.poisson import (iwls_terms, log_likelihood_change, metropolis_accept,
-                                              working_log_likelihood_rows)
+    from mlgibbs.conditionals.poisson import metropolis_accept, working_log_likelihood_rows
+
+    iwls_terms, log_likelihood_change = _iwls_functions(structure)
     from mlgibbs.conditionals.tree import draw_given_root, subtree_log_normalizers
 
     chain = structure.chains[k]
@@ -522,7 +527,7 @@ def _poisson_effects(structure: MixedStructure, k: int, rng_key, state: MixedSta
     return state._replace(b=tuple(b))
 
 
-def _poisson_root(structure: MixedStructure, rng_key, state: MixedState, data: MixedData, precisions,
+def _iwls_root(structure: MixedStructure, rng_key, state: MixedState, data: MixedData, precisions,
                   centred: bool = True):
     r"""``rho = (beta, gamma)`` by Metropolis-Hastings with the IWLS Gaussian proposal
     (:mod:`mlgibbs.conditionals.poisson`), in one of two parametrizations (Yu & Meng's 2011 interweaving):
@@ -541,7 +546,9 @@ def _poisson_root(structure: MixedStructure, rng_key, state: MixedState, data: M
     precision in float32 over any number of rows. Without fixed effects the centred draw is the exact
     conjugate one (the ratio is 1).
     """
-    from mlgibbs.conditionals.poisson import iwls_terms, log_likelihood_change, metropolis_accept
+    from mlgibbs.conditionals.poisson import metropolis_accept
+
+    iwls_terms, log_likelihood_change = _iwls_functions(structure)
 
     p = structure.p
     F = structure.num_factors
@@ -597,6 +604,29 @@ def _poisson_root(structure: MixedStructure, rng_key, state: MixedState, data: M
     return state._replace(beta=beta, gamma=gamma, b=tuple(b))
 
 
+def uses_iwls(structure: MixedStructure) -> bool:
+    """Whether the locations are drawn by Metropolis-Hastings with IWLS proposals: always for the Poisson,
+    for the bernoulli and binomial families with ``structure.iwls`` (``sampler="iwls"``)."""
+    return structure.family == "poisson" or structure.iwls
+
+
+def iwls_likelihood(structure: MixedStructure):
+    """The module with the family's ``iwls_terms``, ``log_likelihood_change`` and ``start`` for the
+    Metropolis-Hastings kernel: :mod:`mlgibbs.conditionals.poisson` or :mod:`mlgibbs.conditionals.logit`."""
+    if structure.family == "poisson":
+        from mlgibbs.conditionals import poisson as likelihood
+    elif structure.family in ("bernoulli", "binomial"):
+        from mlgibbs.conditionals import logit as likelihood
+    else:
+        raise ValueError(f"no IWLS Metropolis-Hastings kernel for family {structure.family!r}")
+    return likelihood
+
+
+def _iwls_functions(structure: MixedStructure):
+    likelihood = iwls_likelihood(structure)
+    return likelihood.iwls_terms, likelihood.log_likelihood_change
+
+
 def _precision_and_log_det(cov):
     """``(Sigma^{-1}, log |Sigma|)`` of a small block, by the elementwise Cholesky factorisation."""
     from mlgibbs.conditionals.tree import cholesky, solve_lower
@@ -617,16 +647,16 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
     F = structure.num_factors
     gaussian = structure.family == "gaussian"
     negbinomial = structure.family == "negbinomial"
-    poisson = structure.family == "poisson"
+    poisson = uses_iwls(structure)    # the Poisson, or the logit families with sampler="iwls"
     keys = jax.random.split(rng_key, len(structure.chains) + 4)
     precisions = effect_precisions(state, data)
     weights = linear = None
     if poisson:  # each chain's subtrees given rho, then rho, by Metropolis-Hastings with IWLS proposals
         for k in range(len(structure.chains)):
-            state = _poisson_effects(structure, k, keys[k], state, data, precisions)
+            state = _iwls_effects(structure, k, keys[k], state, data, precisions)
         key_c, key_n = jax.random.split(keys[-4])
-        state = _poisson_root(structure, key_c, state, data, precisions, centred=True)
-        state = _poisson_root(structure, key_n, state, data, precisions, centred=False)
+        state = _iwls_root(structure, key_c, state, data, precisions, centred=True)
+        state = _iwls_root(structure, key_n, state, data, precisions, centred=False)
     elif negbinomial and not structure.chains:  # no grouping factor: beta alone, by the same corrected move
         state = _negbinomial_move(jax.random.fold_in(keys[-4], 1), state, data,
                                   lambda key, st, w, s: update_root(structure, key, st, data, w, s), structure)
@@ -712,7 +742,7 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
         return state._replace(sigma_y=r)
     state = MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
     if poisson:
-        return poisson_scale_moves(structure, priors, keys[-3], state, data, fit, dev_rows)
+        return iwls_scale_moves(structure, priors, keys[-3], state, data, fit, dev_rows)
     # locations unchanged since: the residuals and deviations above are current
     return scale_moves(structure, priors, keys[-3], state, data, resid, dev_rows, weights)
 
@@ -770,12 +800,12 @@ def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedStat
         gamma.append(jnp.zeros((structure.q[f],), dtype))
     state = MixedState(beta=jnp.zeros((structure.p,), dtype), gamma=tuple(gamma), b=tuple(b),
                        sigma_y=sigma_y, cov=tuple(cov))
-    if structure.family == "poisson":
-        state = _poisson_start(structure, jax.random.fold_in(rng_key, 1), state, data)
+    if uses_iwls(structure):
+        state = _iwls_start(structure, jax.random.fold_in(rng_key, 1), state, data)
     return state
 
 
-def _poisson_start(structure: MixedStructure, rng_key, state: MixedState, data: MixedData,
+def _iwls_start(structure: MixedStructure, rng_key, state: MixedState, data: MixedData,
                    num_iterations: int = 4) -> MixedState:
     """Locations for the Poisson's first sweep: a few draws of every chain from the IWLS Gaussian, the first
     built at ``eta_r = log((Y_r + 1/2) / m_r)`` (the usual start of a GLM fit), the next at the draw before.
@@ -786,12 +816,12 @@ def _poisson_start(structure: MixedStructure, rng_key, state: MixedState, data: 
     rejected. The draws (with their noise) give each chain a dispersed start near the conditional mode
     given its initial scales.
     """
-    from mlgibbs.conditionals.poisson import iwls_terms
-
+    likelihood = iwls_likelihood(structure)
+    iwls_terms = likelihood.iwls_terms
     precisions = effect_precisions(state, data)
     blocks = max(1, len(structure.chains))       # without grouping factors: beta alone
     keys = jax.random.split(rng_key, num_iterations * blocks)
-    eta = jnp.log((data.t + 0.5) / data.trials)
+    eta = likelihood.start(data)
     for i in range(num_iterations):
         for k in range(blocks):
             if i or k:
