@@ -488,18 +488,23 @@ IWLS_TRIALS_PER_GROUP = 40
 
 
 def default_mixed_sampler(model) -> str:
-    """The sampler ``sampler=None`` runs: the family's first of :data:`MIXED_SAMPLERS`, except for the logit
-    families when the groups are well informed (at least :data:`IWLS_TRIALS_PER_GROUP` trials per group on
-    average in every grouping factor), where ``"iwls"``.
+    """The sampler ``sampler=None`` runs: the family's first of :data:`MIXED_SAMPLERS`, except
 
-    Measured on the shipped data (``benchmarks/families.py``, 2 CPU cores; min bulk ESS per second): the
-    Polya-Gamma draw costs a pass per trial, and its locations' autocorrelation grows with the groups'
-    information, while the IWLS proposals become exact as the groups' likelihoods approach a Gaussian's. On
-    cbpp (56 trials per herd) ``"iwls"`` gave 11x the ESS/s of ``"augmented"``; on a synthetic logistic
-    model with 100 observations per group, 20x; on radon-logistic (11 houses per county) they were even;
-    on Contraception (32 women per district, a correlated block) ``"augmented"`` was 1.8x ahead; on
-    VerbAgg (crossed, 24 responses per subject) ``"iwls"`` was 7x behind and ``"augmented-px"`` 2.2x ahead
-    of ``"augmented"``.
+    * the logit families when the groups are well informed (at least :data:`IWLS_TRIALS_PER_GROUP` trials
+      per group on average in every grouping factor; a model without groups: that many trials): ``"iwls"``;
+    * otherwise, the augmented families with crossed factors (more than one chain of nested factors):
+      ``"augmented-px"``.
+
+    Measured on the shipped data (``benchmarks/families.py``, 2 CPU cores, 2026-12-03; min ESS per second
+    over every scalar): the Polya-Gamma draw costs a pass per trial and its locations' autocorrelation grows
+    with the groups' information, while the IWLS proposals approach exact draws as the groups' likelihoods
+    approach a Gaussian's. cbpp (56 trials per herd): ``"iwls"`` 7,634, ``"augmented"`` 997,
+    ``"augmented-px"`` 1,352; a synthetic ``y ~ x + (1 | g)`` with 100 Bernoulli rows per group (n = 1e5,
+    one run): ``"iwls"`` 20x ``"augmented"``; radon-logistic (11 houses per county): ``"augmented"``
+    2,496, ``"iwls"`` 1,671, ``"augmented-px"`` 1,012; Contraception (32 women per district, a correlated
+    block): ``"augmented"`` 218, ``"augmented-px"`` 173, ``"iwls"`` 109; VerbAgg (crossed; 24 answers per
+    subject): ``"augmented-px"`` 230, ``"augmented"`` 167 (its collapsed scale draws cost 50% more per
+    sweep there for no gain in ESS), ``"iwls"`` 7.
     """
     family = model.structure.family
     names = MIXED_SAMPLERS[family]
@@ -508,6 +513,8 @@ def default_mixed_sampler(model) -> str:
         per_group = min([total / len(f.labels) for f in model.factors], default=total)
         if per_group >= IWLS_TRIALS_PER_GROUP:
             return "iwls"
+    if "augmented-px" in names and len(model.structure.chains) > 1:
+        return "augmented-px"
     return names[0]
 
 

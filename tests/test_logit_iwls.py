@@ -135,3 +135,24 @@ def test_sampler_option_and_same_key_same_draws():
         mg.sample(0, mg.Model.from_formula("incidence ~ period + (1 | herd)", mg.datasets.load_cbpp(),
                                            family="probit", trials="size"), sampler="iwls")
     assert MIXED_SAMPLERS["probit"] == ("augmented", "augmented-px")
+
+
+def test_default_sampler_by_design():
+    """``sampler=None``: ``"iwls"`` for logit models with >= 40 trials per group in every factor, else
+    ``"augmented-px"`` for crossed designs, else ``"augmented"`` (the best of each in the benchmark)."""
+    from mlgibbs.run_mixed import default_mixed_sampler
+
+    d = mg.datasets
+    radon = d.load_radon()
+    cases = {
+        "augmented": mg.Model.from_formula("I(activity > 4) ~ floor + (1 | county)", radon, family="bernoulli"),
+        "iwls": _cbpp(),
+        "augmented-px": mg.Model.from_formula("r2 ~ btype + (1 | id) + (1 | item)", d.load_verbagg(),
+                                              family="bernoulli"),
+    }
+    for expected, model in cases.items():
+        assert default_mixed_sampler(model) == expected, expected
+    probit = mg.Model.from_formula("incidence ~ period + (1 | herd)", d.load_cbpp(), family="probit", trials="size")
+    assert default_mixed_sampler(probit) == "augmented"          # no IWLS kernel for the probit link
+    glm = mg.Model.from_formula("I(activity > 4) ~ floor", radon, family="bernoulli")
+    assert default_mixed_sampler(glm) == "iwls"                   # 919 trials, no groups

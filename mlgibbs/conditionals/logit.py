@@ -38,14 +38,21 @@ def iwls_terms(eta, data):
 
 def log_likelihood_change(eta_old, eta_new, data):
     """Per kernel row ``l_r(eta') - l_r(eta)`` from order-one terms (module docstring)."""
+    # softplus(eta + d) - softplus(eta) = max(d, 0) + log(1 + p (e^{-|d|} - 1)), p = sigmoid(+-eta) (the sign
+    # of d): log1p of a number in (-0.64, 0] for |d| < 1, else log(q + p e^{-|d|}) with q = 1 - p formed
+    # apart (no cancellation when p is near 1); p and q from one exp
     d = eta_new - eta_old
     up = d > 0
+    a = jnp.where(up, -eta_old, eta_old)
+    e = jnp.exp(-jnp.abs(a))
+    inv = 1.0 / (1.0 + e)
+    p = jnp.where(a >= 0, inv, e * inv)
+    q = jnp.where(a >= 0, e * inv, inv)
+    shrink = jnp.expm1(-jnp.abs(d))                           # in (-1, 0]
     near = jnp.abs(d) < 1.0
-    small = jnp.where(near, jnp.where(up, -d, d), 0.0)          # in (-1, 0]: p (e^small - 1) in (-0.64, 0]
-    p = jnp.where(up, jax.nn.sigmoid(-eta_old), jax.nn.sigmoid(eta_old))
-    softplus_change = jnp.where(near, jnp.where(up, d, 0.0) + jnp.log1p(p * jnp.expm1(small)),
-                                jax.nn.softplus(eta_new) - jax.nn.softplus(eta_old))
-    return data.t * d - data.trials * softplus_change
+    log_term = jnp.where(near, jnp.log1p(p * jnp.where(near, shrink, 0.0)),
+                         jnp.log(q + p * jnp.exp(-jnp.abs(d))))
+    return data.t * d - data.trials * (jnp.maximum(d, 0.0) + log_term)
 
 
 def start(data):
