@@ -360,8 +360,9 @@ def _rescaled(structure: MixedStructure, state: MixedState, data: MixedData, dev
 
 
 def iwls_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, state: MixedState,
-                        data: MixedData, fit, dev_rows) -> MixedState:
-    r"""The parameter-expanded moves of :func:`scale_moves` under the Poisson likelihood: for each block in
+                     data: MixedData, fit, dev_rows) -> MixedState:
+    r"""The parameter-expanded moves of :func:`scale_moves` under a likelihood without augmentation (the
+    Poisson, or the logit families with ``sampler="iwls"``: :func:`iwls_likelihood`): for each block in
     turn, ``(delta, sigma) -> (c delta, c sigma)`` (``c > 0``) by one slice step on ``u = log c`` with density
 
     .. math::
@@ -369,14 +370,14 @@ def iwls_scale_moves(structure: MixedStructure, priors: MixedPriors, rng_key, st
         \ell\big(\eta + (e^u - 1) v\big) + \log p_\sigma(e^u \sigma) + u
         \quad \big(\text{a correlated block: } \log p_\Sigma(D \Sigma D) + (s + 1)\, u\big),
 
-    ``v`` the block's contribution to the rows' linear predictor ``eta`` and ``ell`` the Poisson log
+    ``v`` the block's contribution to the rows' linear predictor ``eta`` and ``ell`` the log
     likelihood: :func:`scale_moves`'s density of ``c`` (with respect to ``dc``) times the Jacobian
     ``dc/du = e^u``. ``fit`` is ``eta`` at the current locations; ``dev_rows`` as in :func:`scale_moves`.
     """
     from mlgibbs.conditionals.poisson import px_log_jacobian
+    from mlgibbs.conditionals.slice import slice_sample
 
     log_likelihood_change = iwls_likelihood(structure).log_likelihood_change
-    from mlgibbs.conditionals.slice import slice_sample
 
     dtype = data.t.dtype
     F = structure.num_factors
@@ -490,9 +491,9 @@ def _iwls_effects(structure: MixedStructure, k: int, rng_key, state: MixedState,
     (:mod:`mlgibbs.conditionals.poisson`), one accept/reject per *subtree* (a coarsest group and the groups
     nested in it: independent given ``rho`` and the other chains)."""
     from mlgibbs.conditionals.poisson import metropolis_accept, working_log_likelihood_rows
+    from mlgibbs.conditionals.tree import draw_given_root, subtree_log_normalizers
 
     iwls_terms, log_likelihood_change = _iwls_functions(structure)
-    from mlgibbs.conditionals.tree import draw_given_root, subtree_log_normalizers
 
     chain = structure.chains[k]
     key_draw, key_u = jax.random.split(rng_key)
@@ -528,7 +529,7 @@ def _iwls_effects(structure: MixedStructure, k: int, rng_key, state: MixedState,
 
 
 def _iwls_root(structure: MixedStructure, rng_key, state: MixedState, data: MixedData, precisions,
-                  centred: bool = True):
+               centred: bool = True):
     r"""``rho = (beta, gamma)`` by Metropolis-Hastings with the IWLS Gaussian proposal
     (:mod:`mlgibbs.conditionals.poisson`), in one of two parametrizations (Yu & Meng's 2011 interweaving):
 
@@ -647,11 +648,11 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
     F = structure.num_factors
     gaussian = structure.family == "gaussian"
     negbinomial = structure.family == "negbinomial"
-    poisson = uses_iwls(structure)    # the Poisson, or the logit families with sampler="iwls"
+    iwls = uses_iwls(structure)    # the Poisson, or the logit families with sampler="iwls"
     keys = jax.random.split(rng_key, len(structure.chains) + 4)
     precisions = effect_precisions(state, data)
     weights = linear = None
-    if poisson:  # each chain's subtrees given rho, then rho, by Metropolis-Hastings with IWLS proposals
+    if iwls:  # each chain's subtrees given rho, then rho, by Metropolis-Hastings with IWLS proposals
         for k in range(len(structure.chains)):
             state = _iwls_effects(structure, k, keys[k], state, data, precisions)
         key_c, key_n = jax.random.split(keys[-4])
@@ -671,7 +672,7 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
 
         eta = fitted_values(structure, data.W, data.codes, state.beta, state.b)
         weights, linear = augment(structure.family, keys[-4], eta, data)
-    if not (negbinomial or poisson):
+    if not (negbinomial or iwls):
         if not structure.chains:   # no grouping factor (a GLM): beta alone
             state = update_root(structure, jax.random.fold_in(keys[-4], 1), state, data, weights, linear)
         for k in range(len(structure.chains)):
@@ -696,7 +697,7 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
     if gaussian:
         resid = data.t - fit
         rss = data.rss_floor + jnp.sum(resid**2)
-    elif not (negbinomial or poisson):  # sigma_y stays 1; the scale moves take the weighted working residuals
+    elif not (negbinomial or iwls):  # sigma_y stays 1; the scale moves take the weighted working residuals
         resid = linear - weights * fit
     # every scale (sigma_y and each scalar block) in one batched draw per prior family
     scalar = [(f, start) for f in range(F) for start, size in structure.cov_blocks[f] if size == 1]
@@ -741,7 +742,7 @@ def mixed_step(structure: MixedStructure, priors: MixedPriors, rng_key, state: M
         r = draw_dispersion(key_r, state.sigma_y, eta, data, priors.sigma_y)
         return state._replace(sigma_y=r)
     state = MixedState(beta=beta, gamma=gamma, b=b, sigma_y=jnp.sqrt(var_y), cov=cov)
-    if poisson:
+    if iwls:
         return iwls_scale_moves(structure, priors, keys[-3], state, data, fit, dev_rows)
     # locations unchanged since: the residuals and deviations above are current
     return scale_moves(structure, priors, keys[-3], state, data, resid, dev_rows, weights)
@@ -806,9 +807,10 @@ def mixed_init(structure: MixedStructure, rng_key, data: MixedData) -> MixedStat
 
 
 def _iwls_start(structure: MixedStructure, rng_key, state: MixedState, data: MixedData,
-                   num_iterations: int = 4) -> MixedState:
-    """Locations for the Poisson's first sweep: a few draws of every chain from the IWLS Gaussian, the first
-    built at ``eta_r = log((Y_r + 1/2) / m_r)`` (the usual start of a GLM fit), the next at the draw before.
+                num_iterations: int = 4) -> MixedState:
+    """Locations for the first sweep of the IWLS kernels: a few draws of every chain from the IWLS Gaussian,
+    the first built at the family's ``start`` (the usual start of a GLM fit: ``eta_r = log((Y_r + 1/2) /
+    m_r)`` for the Poisson, the empirical logit for the logit families), the next at the draw before.
 
     The Metropolis-Hastings update (:mod:`mlgibbs.conditionals.poisson`) proposes from the IWLS step at the
     current point, which is only close to the conditional near the bulk of the posterior: from ``eta = 0``
