@@ -464,7 +464,7 @@ def _fill(model, draws: MixedState, shape) -> MixedState:
         cov=tuple(fill(c, np.broadcast_to(np.eye(d), (*shape, d, d))) for c, d in zip(draws.cov, s.dims)))
 
 
-#: The samplers of a multilevel model by family (the first is the default): ``"blocked"`` is the blocked
+#: The samplers of a multilevel model by family (:func:`default_mixed_sampler` picks one): ``"blocked"`` is the blocked
 #: Gibbs sampler of the Gaussian, the Poisson's Metropolis-Hastings kernel and the negative binomial's
 #: corrected augmentation; for the augmented families ``"augmented"`` is Polya-Gamma (logit) or
 #: Albert-Chib (probit) augmentation with each chain's scales drawn with its locations integrated out,
@@ -524,11 +524,12 @@ def mixed_sampler_structure(model, sampler):
     default) and the sampler's name."""
     family = model.structure.family
     names = MIXED_SAMPLERS[family]
+    default = default_mixed_sampler(model)
     if sampler in (None, "gibbs", "blocked"):
-        sampler = default_mixed_sampler(model)
+        sampler = default
     if sampler not in names:
         raise ValueError(f"sampler {sampler!r} is not available for this model (family {family!r}); expected "
-                         f"one of {list(names)} or None (the default, {names[0]!r})")
+                         f"one of {list(names)} or None (the default here, {default!r})")
     if sampler == names[0]:   # the model's own structure (kernels compiled for it are shared)
         return model.structure, sampler
     return model.structure._replace(collapsed_scales=sampler == "augmented", iwls=sampler == "iwls"), sampler

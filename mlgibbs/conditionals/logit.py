@@ -17,8 +17,9 @@ successes the log likelihood is ``y_r eta_r - m_r log(1 + e^{eta_r})``; its seco
 Precision: for ``|d| < 1`` the change of a row's log likelihood from ``eta`` to ``eta' = eta + d`` is
 formed as ``y d - m log(1 + p (e^d - 1))`` (``d <= 0``) or ``y d - m [d + log(1 + (1 - p)(e^{-d} - 1))]``
 (``d > 0``): ``log1p`` of a number in ``(-0.64, 0]``, never the difference of two large totals, so the
-Metropolis-Hastings ratios keep their precision in float32 however small the step (a larger step is
-the difference of the two ``softplus``, whose rounding is small against the step itself).
+Metropolis-Hastings ratios keep their precision in float32 however small the step; a larger step takes
+``log(1 - p + p e^{-|d|})`` (``p`` the sigmoid of ``-eta`` or ``eta`` by the sign of ``d``) with ``1 - p``
+formed apart, which stays finite where ``p`` rounds to 1.
 """
 
 from __future__ import annotations
@@ -50,8 +51,7 @@ def log_likelihood_change(eta_old, eta_new, data):
     q = jnp.where(a >= 0, e * inv, inv)
     shrink = jnp.expm1(-jnp.abs(d))                           # in (-1, 0]
     near = jnp.abs(d) < 1.0
-    log_term = jnp.where(near, jnp.log1p(p * jnp.where(near, shrink, 0.0)),
-                         jnp.log(q + p * jnp.exp(-jnp.abs(d))))
+    log_term = jnp.where(near, jnp.log1p(p * shrink), jnp.log(q + p * jnp.exp(-jnp.abs(d))))
     return data.t * d - data.trials * (jnp.maximum(d, 0.0) + log_term)
 
 

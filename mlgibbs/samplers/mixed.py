@@ -493,7 +493,8 @@ def _iwls_effects(structure: MixedStructure, k: int, rng_key, state: MixedState,
     from mlgibbs.conditionals.poisson import metropolis_accept, working_log_likelihood_rows
     from mlgibbs.conditionals.tree import draw_given_root, subtree_log_normalizers
 
-    iwls_terms, log_likelihood_change = _iwls_functions(structure)
+    likelihood = iwls_likelihood(structure)
+    iwls_terms, log_likelihood_change = likelihood.iwls_terms, likelihood.log_likelihood_change
 
     chain = structure.chains[k]
     key_draw, key_u = jax.random.split(rng_key)
@@ -549,7 +550,8 @@ def _iwls_root(structure: MixedStructure, rng_key, state: MixedState, data: Mixe
     """
     from mlgibbs.conditionals.poisson import metropolis_accept
 
-    iwls_terms, log_likelihood_change = _iwls_functions(structure)
+    likelihood = iwls_likelihood(structure)
+    iwls_terms, log_likelihood_change = likelihood.iwls_terms, likelihood.log_likelihood_change
 
     p = structure.p
     F = structure.num_factors
@@ -621,11 +623,6 @@ def iwls_likelihood(structure: MixedStructure):
     else:
         raise ValueError(f"no IWLS Metropolis-Hastings kernel for family {structure.family!r}")
     return likelihood
-
-
-def _iwls_functions(structure: MixedStructure):
-    likelihood = iwls_likelihood(structure)
-    return likelihood.iwls_terms, likelihood.log_likelihood_change
 
 
 def _precision_and_log_det(cov):
