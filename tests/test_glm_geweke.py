@@ -52,6 +52,9 @@ CASES = [
          trials=True),
     Case("probit-crossed", "yb ~ ua + (1 | a) + (1 | c)", "probit", {"a": HalfNormal(0.7), "c": HalfNormal(1.0)}),
     Case("probit-trials-uncorrelated", "ys ~ x + (1 + x || g)", "probit", {"g": HalfNormal(0.8)}, trials=True),
+    # two correlated blocks in one nested chain: the collapsed move of a's redraws b_a before a:b's conditions on it
+    Case("bernoulli-nested-slopes", "yb ~ x + (1 + x | a/b)", "bernoulli",
+         {"a": HuangWand(2.0, [1.0, 0.5]), "a:b": HuangWand(2.0, [0.7, 0.4])}, num_chains=800),
 ]
 
 
@@ -225,6 +228,21 @@ def test_geweke_rejects_collapsed_scales_without_the_effects_prior_normalizer(mo
 
     monkeypatch.setattr(mixed, "effects_prior_log_normalizer", lambda log_sigma, num_groups: 0.0 * log_sigma)
     case = CASES[1]
+    model = case_model(case)
+    z = geweke_z(model, fresh_kernel(model).step, num_chains=case.num_chains, num_steps=case.num_steps)
+    assert np.max(np.abs(z)) > z_crit(z.size), np.round(z, 2)
+
+
+def test_geweke_rejects_collapsed_covariance_without_the_cholesky_jacobian(monkeypatch):
+    """The collapsed slice steps of a correlated block on its log-Cholesky coordinates, with the Jacobian of
+    ``theta_ii -> L_ii = exp(theta_ii)`` counted twice (exponents ``d - i + 3`` instead of ``d - i + 2``): the
+    covariance is then drawn from the wrong marginal. (Counted not at all, the marginal is improper at
+    ``Sigma -> 0`` under this prior, and the draws run off to NaN.)"""
+    import mlgibbs.samplers.mixed as mixed
+
+    right = mixed.cholesky_log_jacobian
+    monkeypatch.setattr(mixed, "cholesky_log_jacobian", lambda log_diag: right(log_diag) + jnp.sum(log_diag))
+    case = CASES[0]
     model = case_model(case)
     z = geweke_z(model, fresh_kernel(model).step, num_chains=case.num_chains, num_steps=case.num_steps)
     assert np.max(np.abs(z)) > z_crit(z.size), np.round(z, 2)

@@ -23,9 +23,10 @@ the probit: :mod:`mlgibbs.conditionals.augmentation`); given them the rows form 
 with row precisions ``w_r`` and working responses ``s_r / w_r``, and 1 and 3 are drawn as above with
 those weights (``sigma_y`` is not a parameter: step 2 is skipped, the state keeps ``sigma_y = 1``). The
 parameter-expanded scale moves act on that weighted regression too, and before each chain's locations its
-scalar scales are drawn with those locations integrated out (:func:`collapsed_scale_moves`: a slice step
-on the marginal that the tree's log normalizer gives; then the locations given the new scales, a blocked
-Gibbs step on both). A model without grouping factors draws ``beta`` alone (:func:`update_root`). The
+scales are drawn with locations integrated out (:func:`collapsed_scale_moves`: a scalar scale by a slice
+step on the marginal that the tree's log normalizer gives, a correlated block by slice steps on its
+log-Cholesky coordinates with its factor's effects integrated out; then the locations given the new scales,
+a blocked Gibbs step on both). A model without grouping factors draws ``beta`` alone (:func:`update_root`). The
 negative binomial draws its
 weights afresh for each block and keeps its dispersion ``r`` in ``sigma_y``'s slot
 (:mod:`mlgibbs.conditionals.negbinomial`); the Poisson replaces step 1 by Metropolis-Hastings blocks with
@@ -429,11 +430,60 @@ def effects_prior_log_normalizer(log_sigma, num_groups):
     return -num_groups * log_sigma
 
 
+def cholesky_log_jacobian(log_diag):
+    r"""``log |d Sigma / d theta|`` (up to a constant) of the log-Cholesky coordinates of a ``d x d`` covariance:
+    ``Sigma = L L'``, ``L_ii = exp(theta_ii)``, ``L_ij = theta_ij`` (``i > j``). The map ``L -> L L'`` has Jacobian
+    ``2^d prod_i L_ii^{d - i + 1}`` (Muirhead 1982, thm 2.1.9) and ``dL_ii / d theta_ii = L_ii``, so the log
+    Jacobian is ``sum_i (d - i + 2) theta_ii`` (``i = 1..d``); for ``d = 1``, ``2 theta`` (``sigma^2 = e^{2u}``)."""
+    d = log_diag.shape[-1]
+    return jnp.sum(jnp.arange(d + 1, 1, -1, dtype=log_diag.dtype) * log_diag, axis=-1)
+
+
+def _from_log_cholesky(theta):
+    """``(L, Sigma^{-1}, log |Sigma|)`` from log-Cholesky coordinates ``theta`` (``d x d``, lower part used)."""
+    from mlgibbs.conditionals.tree import solve_lower
+
+    d = theta.shape[0]
+    log_diag = jnp.diagonal(theta)
+    chol = jnp.tril(theta, -1) + jnp.diag(jnp.exp(log_diag))
+    inv_chol = solve_lower(chol[None], jnp.eye(d, dtype=theta.dtype)[None])[0]
+    precision = jnp.sum(inv_chol[:, :, None] * inv_chol[:, None, :], axis=0)
+    return chol, precision, 2.0 * jnp.sum(log_diag)
+
+
+def _factor_group_statistics(structure: MixedStructure, f: int, state: MixedState, data: MixedData, weights,
+                             linear):
+    r"""Per group ``g`` of factor ``f``, the canonical parameters of its deviations ``delta_g = b_g - mean_g``
+    (kernel coordinates) in the rows' weighted likelihood, every other location fixed: ``G_g = sum_r w_r z_r
+    z_r'`` and ``h_g = sum_r z_r (s_r - w_r o_r)``, ``o_r`` the row's linear predictor at ``delta_g = 0``."""
+    start, d = structure.column_slices()[f]
+    Z = data.W[:, start:start + d]
+    codes = data.codes[:, f]
+    J = data.U[f].shape[0]
+    mean = state.b[f] - deviations(structure, data.U, state.gamma, state.b, f)
+    offset = (fitted_values(structure, data.W, data.codes, state.beta, state.b)
+              - jnp.sum(Z * (state.b[f] - mean)[codes], axis=1))
+    gram = segment_sum(((Z * weights[:, None])[:, :, None] * Z[:, None, :]).reshape(-1, d * d), codes, J)
+    return gram.reshape(J, d, d), segment_sum(Z * (linear - weights * offset)[:, None], codes, J)
+
+
+def _effects_log_marginal(precision, gram, h):
+    r"""``sum_g log int N(delta | 0, P^{-1}) exp(delta' h_g - delta' G_g delta / 2) d delta`` less its
+    ``(J/2) log |P|`` (the effects' prior normalizer, added by the caller): ``sum_g h_g' K_g^{-1} h_g / 2 -
+    log |L_g|`` with ``K_g = P + G_g = L_g L_g'``."""
+    from mlgibbs.conditionals.tree import cholesky, solve_lower
+
+    chol = cholesky(precision[None] + gram)
+    white = solve_lower(chol, h[:, :, None])
+    return 0.5 * jnp.sum(white**2) - jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)))
+
+
 def collapsed_scale_moves(structure: MixedStructure, priors: MixedPriors, k: int, rng_key, state: MixedState,
                           data: MixedData, precisions, weights=None, linear=None):
-    r"""Each scalar scale of chain ``k``'s factors by a slice step on ``u = log sigma`` with the chain's
-    locations integrated out (a *collapsed* draw; the caller redraws those locations next, so the pair is
-    a blocked Gibbs step on ``(sigma, locations)``):
+    r"""Each scale and covariance block of chain ``k``'s factors by slice steps with locations integrated out
+    (a *collapsed* draw; the caller redraws the chain's locations next, so the pair is a blocked Gibbs step,
+    van Dyk & Park 2008). A scalar block, by one step on ``u = log sigma`` with all the chain's locations
+    integrated out:
 
     .. math::
 
@@ -442,32 +492,100 @@ def collapsed_scale_moves(structure: MixedStructure, priors: MixedPriors, k: int
     ``Z_k`` the log normalizer of the chain's Gaussian (:func:`mlgibbs.conditionals.tree.chain_log_normalizer`,
     rows weighted by ``weights`` with linear terms ``linear``, or the Gaussian rows with ``sigma_y``) and
     ``-J_f u`` the normalizer of the ``J_f`` effects' prior ``N(delta | 0, sigma^2)`` that ``Z_k`` leaves out.
-    Given the scale the conditional draw of the deviations moves little when ``sigma`` is small and the
-    groups are poorly informed (the augmented Bernoulli's county scale on radon); integrated out, ``sigma``
-    moves by its marginal. Returns the new state (scales), precisions, and the chain's inputs to
-    :func:`~mlgibbs.conditionals.tree.draw_chain` at the new scales (its row statistics computed once).
+    A correlated block ``Sigma`` (size ``s``) of factor ``f``, by one step on each of its log-Cholesky
+    coordinates ``theta`` in turn (``Sigma = L L'``, ``L_ii = e^{theta_ii}``, ``L_ij = theta_ij``) with the
+    factor's effects ``b_f`` integrated out given every other location (a group at a time:
+    :func:`_factor_group_statistics`, :func:`_effects_log_marginal`, whose per-group Cholesky factors of
+    ``s x s`` matrices cost far less than the chain's normalizer inside a slice loop):
+
+    .. math::
+
+        \log p(\theta \mid \cdot) = \log p_\Sigma(\Sigma) + \log\Big|\frac{d\Sigma}{d\theta}\Big|
+        - \frac{J_f}{2} \log |\Sigma| + \sum_g \log \int N(\delta \mid 0, \Sigma_f)\,
+        \ell_g(\delta)\, d\delta
+
+    (:func:`cholesky_log_jacobian`; the prior's density from ``Sigma^{-1}`` and ``log |Sigma|``, Huang-Wand
+    with its auxiliaries integrated out). Given the scale the conditional draw of the deviations moves
+    little when ``sigma`` is small and the groups are poorly informed (the augmented Bernoulli's county
+    scale on radon, the correlation of Contraception's district intercepts and urban slopes); integrated
+    out, ``Sigma`` moves by its marginal. Returns the new state (scales), precisions, and the chain's
+    inputs to :func:`~mlgibbs.conditionals.tree.draw_chain` at the new scales (its row statistics computed
+    once).
     """
     from mlgibbs.conditionals.slice import slice_sample
     from mlgibbs.conditionals.tree import chain_log_normalizer as tree_log_normalizer
 
     chain = structure.chains[k]
-    blocks = [(f, start) for f in chain for start, size in structure.cov_blocks[f] if size == 1]
+    scalar = [(f, start) for f in chain for start, size in structure.cov_blocks[f] if size == 1]
+    correlated = [f for f in chain if any(size > 1 for _, size in structure.cov_blocks[f])]
     inputs = _chain_inputs(structure, k, state, data, precisions, weights, linear)
-    if not blocks:
+    if not (scalar or correlated):
         return state, precisions, inputs
-    keys = jax.random.split(rng_key, len(blocks))
+    key_c, key_s = jax.random.split(rng_key) if correlated else (None, rng_key)
     cov = list(state.cov)
     precisions = list(precisions)
-    inverse = {f: _precision(cov[f]) for f in {f for f, _ in blocks}}   # Sigma_f^{-1}, prior coordinates
-    for key, (f, j) in zip(keys, blocks):
+    inverse = {f: _precision(cov[f]) for f in chain}   # Sigma_f^{-1}, prior coordinates
+
+    def effect_precision(inner, f):
+        m = data.coef_maps[f]
+        return inner if m.shape[0] == 1 else jnp.sum(m.T[:, :, None] * (inner @ m)[None, :, :], axis=1)
+
+    def bracket(f):
+        # the initial bracket: about the spread of log sigma given J groups (a constant of the model, so the
+        # move stays a valid slice step; fewer shrinkage steps than a width of 1 for many groups)
+        return min(1.0, 3.0 / math.sqrt(data.U[f].shape[0]))
+
+    # 1. correlated blocks, factor by factor, each factor's effects integrated out given every other location;
+    #    the effects are redrawn given the new Sigma_f when a later factor's move conditions on them
+    for i, (key_f, f) in enumerate(zip(jax.random.split(key_c, len(correlated)) if correlated else [], correlated)):
+        J = jnp.asarray(data.U[f].shape[0], cov[f].dtype)
+        gram, h = _factor_group_statistics(structure, f, state, data, weights, linear)
+        steps = [(start, size, a, c) for start, size in structure.cov_blocks[f] if size > 1
+                 for a in range(size) for c in range(a + 1)]   # one slice step per log-Cholesky coordinate
+        keys = jax.random.split(key_f, len(steps) + 1)
+        theta = {}
+        for key, (start, size, a, c) in zip(keys, steps):
+            prior = priors.cov[f][_block_index(structure, f, start)]
+            block = slice(start, start + size)
+            if start not in theta:
+                chol = jnp.linalg.cholesky(cov[f][block, block])
+                theta[start] = jnp.tril(chol, -1) + jnp.diag(jnp.log(jnp.diagonal(chol)))
+            current = theta[start]
+
+            def log_density(x, f=f, prior=prior, J=J, block=block, current=current, a=a, c=c, gram=gram, h=h):
+                moved = current.at[a, c].set(x)
+                _, block_precision, log_det = _from_log_cholesky(moved)
+                precision = effect_precision(inverse[f].at[block, block].set(block_precision), f)
+                return (prior.log_prob_from_precision(block_precision, log_det)
+                        + cholesky_log_jacobian(jnp.diagonal(moved))
+                        + effects_prior_log_normalizer(0.5 * log_det, J)
+                        + _effects_log_marginal(precision, gram, h))
+
+            # an off-diagonal L_ac is on the scale of L_aa (another coordinate, fixed during this step)
+            scale = 1.0 if a == c else jnp.exp(current[a, a])
+            theta[start] = current.at[a, c].set(slice_sample(key, current[a, c], log_density, bracket(f) * scale))
+            chol, block_precision, _ = _from_log_cholesky(theta[start])
+            cov[f] = cov[f].at[block, block].set(chol @ chol.T)
+            inverse[f] = inverse[f].at[block, block].set(block_precision)
+        precisions[f] = effect_precision(inverse[f], f)
+        if i < len(correlated) - 1:   # b_f | Sigma_f, others: N(K_g^{-1} h_g, K_g^{-1}) per group
+            from mlgibbs.conditionals.tree import _solve_upper_transposed, cholesky, solve_lower
+
+            chol = cholesky(precisions[f][None] + gram)
+            white = solve_lower(chol, h[:, :, None])[:, :, 0]
+            z = jax.random.normal(keys[-1], white.shape, white.dtype)
+            mean = state.b[f] - deviations(structure, data.U, state.gamma, state.b, f)
+            b = list(state.b)
+            b[f] = mean + _solve_upper_transposed(chol, white + z)
+            state = state._replace(b=tuple(b))
+    # 2. scalar blocks, every location of the chain integrated out
+    for key, (f, j) in zip(jax.random.split(key_s, len(scalar)) if scalar else [], scalar):
         prior = priors.cov[f][_block_index(structure, f, j)]
         J = jnp.asarray(data.U[f].shape[0], cov[f].dtype)
-        m = data.coef_maps[f]
 
-        def precision_at(u, f=f, j=j, m=m):
+        def precision_at(u, f=f, j=j):
             # a scalar block of a block-diagonal Sigma: its inverse changes in entry (j, j) only
-            inner = inverse[f].at[j, j].set(jnp.exp(-2.0 * u))
-            return inner if m.shape[0] == 1 else jnp.sum(m.T[:, :, None] * (inner @ m)[None, :, :], axis=1)
+            return effect_precision(inverse[f].at[j, j].set(jnp.exp(-2.0 * u)), f)
 
         def log_density(u, f=f, prior=prior, J=J, precision_at=precision_at):
             current = list(precisions)
@@ -475,10 +593,7 @@ def collapsed_scale_moves(structure: MixedStructure, priors: MixedPriors, k: int
             return (prior.log_prob(jnp.exp(u)) + u + effects_prior_log_normalizer(u, J)
                     + tree_log_normalizer(*inputs[:4], current, *inputs[5:]))
 
-        # the initial bracket: about the spread of log sigma given J groups (a constant of the model, so the
-        # move stays a valid slice step; fewer shrinkage steps than a width of 1 for many groups)
-        width = min(1.0, 3.0 / math.sqrt(data.U[f].shape[0]))
-        u = slice_sample(key, 0.5 * jnp.log(cov[f][j, j]), log_density, width)
+        u = slice_sample(key, 0.5 * jnp.log(cov[f][j, j]), log_density, bracket(f))
         cov[f] = cov[f].at[j, j].set(jnp.exp(2.0 * u))
         precisions[f] = precision_at(u)
         inverse[f] = inverse[f].at[j, j].set(jnp.exp(-2.0 * u))
