@@ -61,7 +61,7 @@ def release_if_needed(fraction: float = FRACTION) -> bool:
     from mlgibbs import run, run_mixed
 
     jax.clear_caches()
-    for cache in (run._chain_runner, run._select, run._sampling_program, run_mixed._program):
+    for cache in (run._chain_runner, run._select, run._sampling_program, run.init_program, run_mixed._program):
         cache.cache_clear()
     gc.collect()
     after = mapping_count()

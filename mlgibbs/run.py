@@ -128,11 +128,15 @@ def _select(names: tuple[str, ...]):
     return select
 
 
-def run_chain(step, rng_key, state, *, data, num_draws, num_warmup, thin, record=None, moments=None):
+def run_chain(step, rng_key, state, *, data, num_draws, num_warmup, thin, record=None, moments=None,
+              first_sweep=0, progress=False):
     """One chain: ``num_warmup + num_draws * thin`` sweeps in one loop, every ``thin``-th after warm-up kept.
 
-    A pure function (``jit``, ``vmap`` over chains). Sweep ``i`` uses ``fold_in(rng_key, i)``; the
-    kept draw ``d`` is the state after sweep ``num_warmup + (d + 1) thin - 1``. One loop with
+    A pure function (``jit``, ``vmap`` over chains). Sweep ``i`` uses ``fold_in(rng_key, first_sweep + i)``
+    (``first_sweep``, a run-time value: the sweeps an earlier run of the chain did, so that a continued run
+    goes on with the same key's stream instead of repeating it); the
+    kept draw ``d`` is the state after sweep ``num_warmup + (d + 1) thin - 1``. ``progress`` (static) reports
+    the sweeps done to the host (:func:`mlgibbs.progress.report`). One loop with
     run-time lengths (rather than a scan per phase) traces and compiles the kernel once, and a new
     ``num_warmup`` or ``thin`` does not compile again. Every sweep writes its record into the slot of
     the draw it belongs to (warm-up sweeps into slot 0, overwritten later), so no branch is needed.
@@ -149,9 +153,16 @@ def run_chain(step, rng_key, state, *, data, num_draws, num_warmup, thin, record
     else:
         stats = None
 
+    first_sweep = jnp.asarray(first_sweep, jnp.int32)
+    total = num_warmup + num_draws * thin
+
     def sweep(i, carry):
         state, buffer, stats = carry
-        state = step(jax.random.fold_in(rng_key, i), state, data)
+        state = step(jax.random.fold_in(rng_key, first_sweep + i), state, data)
+        if progress:
+            from mlgibbs.progress import report
+
+            report(i, total)
         after = i - num_warmup
         slot = jnp.clip(after // thin, 0, num_draws - 1)
         buffer = jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, slot, 0),
@@ -168,7 +179,6 @@ def run_chain(step, rng_key, state, *, data, num_draws, num_warmup, thin, record
             stats = (new_count, jax.tree.map(pick, new_mean, mean), jax.tree.map(pick, new_m2, m2))
         return state, buffer, stats
 
-    total = num_warmup + num_draws * thin
     state, buffer, stats = jax.lax.fori_loop(0, total, sweep, (state, buffer, stats))
     if stats is None:
         return buffer, state
@@ -337,6 +347,7 @@ def sample(
     log_likelihood: bool | None = None,
     posterior_predictive: bool = False,
     check_convergence: bool = True,
+    progress_bar: bool = False,
 ):
     """Draw from the posterior of ``model`` and return ArviZ InferenceData.
 
@@ -390,6 +401,15 @@ def sample(
         rank-normalised split R-hat exceeds 1.01 or the bulk or tail effective sample size is below
         100 per chain (Vehtari et al. 2021), as PyMC does. ``False`` skips the check; the warning
         can also be filtered with ``warnings.filterwarnings("ignore", category=mg.ConvergenceWarning)``.
+    progress_bar
+        Show a bar of the sweeps done, the draws kept and the sweeps per second (``tqdm``; about 100 host
+        calls per run, :mod:`mlgibbs.progress`). Off by default: the program then has no callback.
+
+    Long runs go in parts: ``more = mg.sample(key, model, initial_state=idata, num_warmup=0,
+    num_draws=...)`` continues the chains from ``idata``'s last draws with the compiled program of the
+    first part (the chains' starts are drawn by a program of their own, :func:`init_program`). With the
+    same key the continuation goes on in the key's stream (``idata.posterior.attrs["num_sweeps"]`` records
+    the sweeps done), so the parts are one chain's sweeps, never a replay of its random numbers.
 
     Returns
     -------
@@ -427,10 +447,11 @@ def sample(
         return sample_mixed(rng_key, model, num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws,
                             thin=thin, initial_state=initial_state, log_likelihood=log_likelihood,
                             posterior_predictive=posterior_predictive, check_convergence=check_convergence,
-                            sampler=sampler, var_names=var_names)
+                            sampler=sampler, var_names=var_names, progress_bar=progress_bar)
     if sampler is None:
         sampler = default_sampler(model)
     kernel = gibbs(model, sampler)
+    first_sweep = sweeps_done(initial_state)
     if initial_state is not None:
         initial_state = _initial_kernel_state(model, kernel, initial_state, num_chains)
 
@@ -459,12 +480,15 @@ def sample(
     recorded = tuple(f for f in present if f in kept or (f == "beta" and needs_beta))
     program = sampling_program(
         kernel, num_chains=num_chains, num_draws=num_draws, recorded=recorded, moments=tuple(dropped),
-        init=initial_state is None, log_likelihood=bool(log_likelihood),
+        init=False, log_likelihood=bool(log_likelihood),
         posterior_predictive=bool(posterior_predictive),
-        lp_priors=_scale_priors(model) if complete else None,
+        lp_priors=_scale_priors(model) if complete else None, progress=progress_bar,
     )
-    out = program(rng_key, model.data, initial_state, _aux(model), num_warmup, thin)
-    out = jax.tree.map(np.asarray, out)
+    if initial_state is None:
+        initial_state = init_program(kernel, num_chains)(rng_key, model.data)
+    out = run_program(program, (rng_key, model.data, initial_state, _aux(model)), num_warmup=num_warmup,
+                      num_draws=num_draws, thin=thin, first_sweep=first_sweep, num_chains=num_chains,
+                      progress_bar=progress_bar)
 
     kernel_draws = GibbsState(**{f: out["draws"].get(f) for f in GibbsState._fields})
     user_draws = model.to_user(kernel_draws)
@@ -488,13 +512,26 @@ def sample(
         model, GibbsState(**{f: draws.get(f) for f in GibbsState._fields}),
         sample_stats=sample_stats, log_likelihood=loglik, posterior_predictive=ppc,
         moments=moments,
-        attrs={"sampler": sampler, "num_warmup": num_warmup, "thin": thin},
+        attrs={"sampler": sampler, "num_warmup": num_warmup, "thin": thin,
+               "num_sweeps": first_sweep + num_warmup + num_draws * thin},
     )
     if check_convergence:
         from mlgibbs.diagnostics import warn_if_not_converged
 
         warn_if_not_converged(idata, stacklevel=3)
     return idata
+
+
+def run_program(program, args, *, num_warmup, num_draws, thin, first_sweep, num_chains, progress_bar):
+    """Run a sampling program (its leading ``args``, then the lengths) to NumPy, under a progress bar when
+    asked: :func:`sample`'s and the multilevel sampler's."""
+    from mlgibbs.progress import progress_bar as bar
+
+    total = num_warmup + num_draws * thin
+    with bar(total, num_warmup=num_warmup, thin=thin, num_chains=num_chains, enabled=progress_bar):
+        out = program(*args, num_warmup, thin, np.int32(first_sweep))
+        out = jax.tree.map(np.asarray, out)
+    return out
 
 
 class _Aux(NamedTuple):
@@ -535,10 +572,13 @@ def _scale_priors(model):
 
 def sampling_program(kernel, *, num_chains: int, num_draws: int, recorded: tuple[str, ...],
                      moments: tuple[str, ...] = (), init: bool = True, log_likelihood: bool = False,
-                     posterior_predictive: bool = False, lp_priors=None):
-    """The one compiled program behind :func:`sample`: init, warm-up, draws, ``lp``, log likelihood.
+                     posterior_predictive: bool = False, lp_priors=None, progress: bool = False):
+    """The compiled program behind :func:`sample`: (init,) warm-up, draws, ``lp``, log likelihood.
 
-    ``program(rng_key, data, initial_state, aux, num_warmup, thin) -> dict``. Everything a model
+    ``program(rng_key, data, initial_state, aux, num_warmup, thin, first_sweep) -> dict``: ``first_sweep``
+    the sweeps the chains did before (:func:`run_chain`); with ``init=False`` the chains start from
+    ``initial_state`` (:func:`sample` draws fresh starts with :func:`init_program`, so that a first run and
+    its continuations share one program); ``progress`` reports the sweeps to :mod:`mlgibbs.progress`. Everything a model
     contributes is an input (the data pytree, its design and its coordinate map), and the lengths
     ``num_warmup`` and ``thin`` are run-time values, so a second model of the same structure, scale
     priors and shapes, or another warm-up length, reuses the compiled program. Cached by that
@@ -551,16 +591,36 @@ def sampling_program(kernel, *, num_chains: int, num_draws: int, recorded: tuple
     except TypeError:
         key = id(lp_priors)
     return _sampling_program(kernel, num_chains, num_draws, recorded, moments, init, log_likelihood,
-                             posterior_predictive, key, lp_priors)
+                             posterior_predictive, key, lp_priors, progress)
+
+
+@functools.lru_cache(maxsize=64)
+def init_program(kernel, num_chains: int):
+    """``init(rng_key, data)``: the chains' over-dispersed starts, ``kernel.init`` per chain with the keys
+    :func:`sample`'s program would use (``split(split(rng_key, 3)[0], num_chains)``)."""
+    def init(rng_key, data):
+        key_init = jax.random.split(rng_key, 3)[0]
+        return jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), data)
+
+    return jax.jit(init)
+
+
+def sweeps_done(initial_state) -> int:
+    """The sweeps behind an InferenceData returned by :func:`sample` (its ``num_sweeps`` attribute; 0 for
+    anything else), where its continuation goes on in the key's stream."""
+    try:
+        return int(initial_state.posterior.attrs.get("num_sweeps", 0))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return 0
 
 
 @functools.lru_cache(maxsize=64)
 def _sampling_program(kernel, num_chains, num_draws, recorded, moment_names, init, log_likelihood,
-                      posterior_predictive, lp_key, lp_priors):
+                      posterior_predictive, lp_key, lp_priors, progress=False):
     del lp_key  # part of the cache key only
     record = _select(recorded)
 
-    def program(rng_key, data, initial_state, aux, num_warmup, thin):
+    def program(rng_key, data, initial_state, aux, num_warmup, thin, first_sweep=0):
         key_init, key_run, key_ppc = jax.random.split(rng_key, 3)
         if init:
             initial_state = jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), data)
@@ -572,7 +632,8 @@ def _sampling_program(kernel, num_chains, num_draws, recorded, moment_names, ini
                 return {name: getattr(user, name) for name in moment_names}
 
         one_chain = functools.partial(run_chain, kernel.step, data=data, num_draws=num_draws,
-                                      num_warmup=num_warmup, thin=thin, record=record, moments=moments)
+                                      num_warmup=num_warmup, thin=thin, record=record, moments=moments,
+                                      first_sweep=first_sweep, progress=progress)
         out = jax.vmap(one_chain)(jax.random.split(key_run, num_chains), initial_state)
         result = {"draws": out[0]}
         if moment_names:

@@ -257,11 +257,15 @@ def test_continuation_starts_from_the_last_draw(model, jit_step, run_a):
     more = mg.sample(key, model, initial_state=run_a, num_chains=4, num_warmup=0,
                      num_draws=num_draws, log_likelihood=False, sampler="gibbs", check_convergence=False)
     assert more.posterior["alpha"].shape == (4, num_draws, 85)
+    # the continuation goes on in the key's stream: its sweep d is sweep num_sweeps + d of the chain
+    done = run_a.posterior.attrs["num_sweeps"]
+    assert done == run_a.posterior.attrs["num_warmup"] + run_a.posterior.sizes["draw"] * run_a.posterior.attrs["thin"]
+    assert more.posterior.attrs["num_sweeps"] == done + num_draws
     _, key_run, _ = jax.random.split(key, 3)
     for c, chain_key in enumerate(jax.random.split(key_run, 4)):
         state = to_kernel(model, draw_of(run_a, c, -1))
         for d in range(num_draws):
-            state = jit_step(jax.random.fold_in(chain_key, d), state, model.data)
+            state = jit_step(jax.random.fold_in(chain_key, done + d), state, model.data)
             assert_state_close(draw_of(more, c, d), model.to_user(state), err_msg=f"chain {c} draw {d}")
 
 
