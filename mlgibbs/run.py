@@ -599,8 +599,11 @@ def init_program(kernel, num_chains: int):
     """``init(rng_key, data)``: the chains' over-dispersed starts, ``kernel.init`` per chain with the keys
     :func:`sample`'s program would use (``split(split(rng_key, 3)[0], num_chains)``)."""
     def init(rng_key, data):
+        from mlgibbs.devices import constrain_chains
+
         key_init = jax.random.split(rng_key, 3)[0]
-        return jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), data)
+        keys = constrain_chains(jax.random.split(key_init, num_chains), num_chains)
+        return jax.vmap(kernel.init, in_axes=(0, None))(keys, data)
 
     return jax.jit(init)
 
@@ -634,7 +637,11 @@ def _sampling_program(kernel, num_chains, num_draws, recorded, moment_names, ini
         one_chain = functools.partial(run_chain, kernel.step, data=data, num_draws=num_draws,
                                       num_warmup=num_warmup, thin=thin, record=record, moments=moments,
                                       first_sweep=first_sweep, progress=progress)
-        out = jax.vmap(one_chain)(jax.random.split(key_run, num_chains), initial_state)
+        from mlgibbs.devices import constrain_chains
+
+        chain_keys, initial_state = constrain_chains((jax.random.split(key_run, num_chains), initial_state),
+                                                     num_chains)   # over the devices, when several
+        out = jax.vmap(one_chain)(chain_keys, initial_state)
         result = {"draws": out[0]}
         if moment_names:
             result["moments"] = out[2]

@@ -186,7 +186,11 @@ def _program(kernel, layout, num_chains, num_draws, init, log_likelihood, poster
         one_chain = functools.partial(run_chain, kernel.step, data=data, num_draws=num_draws,
                                       num_warmup=num_warmup, thin=thin, record=record, moments=moments,
                                       first_sweep=first_sweep, progress=progress)
-        out = jax.vmap(one_chain)(jax.random.split(key_run, num_chains), initial_state)
+        from mlgibbs.devices import constrain_chains
+
+        chain_keys, initial_state = constrain_chains((jax.random.split(key_run, num_chains), initial_state),
+                                                     num_chains)   # over the devices, when several
+        out = jax.vmap(one_chain)(chain_keys, initial_state)
         draws = out[0]
         result = {"draws": draws}
         if moment_names:
