@@ -1,8 +1,9 @@
 """A progress bar for long runs: sweeps done, draws kept, sweeps per second.
 
 :func:`mlgibbs.sample` with ``progress_bar=True`` compiles a program whose sweep loop calls the host
-(``jax.debug.callback``) about every 1% of its sweeps with the index of the sweep just done; the call
-is made once per step of the loop, not once per chain (the loop index is shared by the vmapped chains).
+(``jax.debug.callback``) after each block of about 1% of its sweeps (:func:`blocks`: an outer loop over
+blocks, so the sweep loop itself has no branch) with the index of the sweep just done; the call is made
+once per block, not once per chain (the loop index is shared by the vmapped chains).
 The host function updates the bar of the run in progress (a ``tqdm`` bar, module-level, so that the
 compiled program does not depend on the bar and a second run reuses it). Without ``progress_bar`` the
 program has no callback at all: it costs nothing when off.
@@ -35,12 +36,16 @@ def _update(i, total):
         _bar.update(done - _bar.n)
 
 
-def report(i, total):
-    """Inside a sweep loop (traced): tell the host that sweep ``i`` of ``total`` is done, about every
-    ``total / REPORTS`` sweeps and at the last one."""
+def blocks(total):
+    """``(every, count)``: a run of ``total`` sweeps (traced) as ``count`` blocks of ``every`` sweeps (the last
+    one shorter), about ``REPORTS`` of them; the sweep loop tells the host after each block."""
     every = jnp.maximum(total // REPORTS, 1)
-    jax.lax.cond((i % every == every - 1) | (i == total - 1),
-                 lambda: jax.debug.callback(_update, i, total, ordered=False), lambda: None)
+    return every, (total + every - 1) // every
+
+
+def report(i, total):
+    """Inside a traced program: tell the host that sweep ``i`` (counted from 0) of ``total`` is done."""
+    jax.debug.callback(_update, i, total, ordered=False)
 
 
 @contextlib.contextmanager

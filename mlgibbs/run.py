@@ -159,10 +159,6 @@ def run_chain(step, rng_key, state, *, data, num_draws, num_warmup, thin, record
     def sweep(i, carry):
         state, buffer, stats = carry
         state = step(jax.random.fold_in(rng_key, first_sweep + i), state, data)
-        if progress:
-            from mlgibbs.progress import report
-
-            report(i, total)
         after = i - num_warmup
         slot = jnp.clip(after // thin, 0, num_draws - 1)
         buffer = jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, slot, 0),
@@ -179,7 +175,19 @@ def run_chain(step, rng_key, state, *, data, num_draws, num_warmup, thin, record
             stats = (new_count, jax.tree.map(pick, new_mean, mean), jax.tree.map(pick, new_m2, m2))
         return state, buffer, stats
 
-    state, buffer, stats = jax.lax.fori_loop(0, total, sweep, (state, buffer, stats))
+    if progress:   # blocks of sweeps, the host told after each: no branch inside the sweep loop
+        from mlgibbs.progress import blocks, report
+
+        every, count = blocks(total)
+
+        def block(b, carry):
+            carry = jax.lax.fori_loop(b * every, jnp.minimum((b + 1) * every, total), sweep, carry)
+            report(jnp.minimum((b + 1) * every, total) - 1, total)
+            return carry
+
+        state, buffer, stats = jax.lax.fori_loop(0, count, block, (state, buffer, stats))
+    else:
+        state, buffer, stats = jax.lax.fori_loop(0, total, sweep, (state, buffer, stats))
     if stats is None:
         return buffer, state
     count, mean, m2 = stats
