@@ -105,8 +105,12 @@ def _fixed_lengths(run, chain_keys, initial_states, data, *, num_warmup, thin):
 @functools.lru_cache(maxsize=64)
 def _chain_runner(kernel, num_draws, record, moments):
     def run(chain_keys, initial_states, data, num_warmup, thin):
+        from mlgibbs.devices import constrain_chains
+
         one_chain = functools.partial(run_chain, kernel.step, data=data, num_draws=num_draws,
                                       num_warmup=num_warmup, thin=thin, record=record, moments=moments)
+        # over the devices, when several (mlgibbs.devices)
+        chain_keys, initial_states = constrain_chains((chain_keys, initial_states), chain_keys.shape[0])
         return jax.vmap(one_chain)(chain_keys, initial_states)
 
     return jax.jit(run)
