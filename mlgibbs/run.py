@@ -606,16 +606,21 @@ def sampling_program(kernel, *, num_chains: int, num_draws: int, recorded: tuple
                              posterior_predictive, key, lp_priors, progress)
 
 
+def initial_states(kernel, num_chains: int, key_init, data):
+    """The chains' over-dispersed starts (traced): ``kernel.init`` per chain with keys
+    ``split(key_init, num_chains)``, sharded over the devices when several."""
+    from mlgibbs.devices import constrain_chains
+
+    keys = constrain_chains(jax.random.split(key_init, num_chains), num_chains)
+    return jax.vmap(kernel.init, in_axes=(0, None))(keys, data)
+
+
 @functools.lru_cache(maxsize=64)
 def init_program(kernel, num_chains: int):
-    """``init(rng_key, data)``: the chains' over-dispersed starts, ``kernel.init`` per chain with the keys
-    :func:`sample`'s program would use (``split(split(rng_key, 3)[0], num_chains)``)."""
+    """``init(rng_key, data)``: :func:`initial_states` with the key :func:`sample`'s program would use
+    (``split(rng_key, 3)[0]``), compiled apart so that a first run and its continuations share one program."""
     def init(rng_key, data):
-        from mlgibbs.devices import constrain_chains
-
-        key_init = jax.random.split(rng_key, 3)[0]
-        keys = constrain_chains(jax.random.split(key_init, num_chains), num_chains)
-        return jax.vmap(kernel.init, in_axes=(0, None))(keys, data)
+        return initial_states(kernel, num_chains, jax.random.split(rng_key, 3)[0], data)
 
     return jax.jit(init)
 
@@ -638,7 +643,7 @@ def _sampling_program(kernel, num_chains, num_draws, recorded, moment_names, ini
     def program(rng_key, data, initial_state, aux, num_warmup, thin, first_sweep=0):
         key_init, key_run, key_ppc = jax.random.split(rng_key, 3)
         if init:
-            initial_state = jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), data)
+            initial_state = initial_states(kernel, num_chains, key_init, data)
         moments = None
         if moment_names:
             def moments(state):

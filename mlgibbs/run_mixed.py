@@ -171,7 +171,9 @@ def _program(kernel, layout, num_chains, num_draws, init, log_likelihood, poster
         rows, transform = aux
         key_init, key_run, key_ppc = jax.random.split(rng_key, 3)
         if init:
-            initial_state = jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), data)
+            from mlgibbs.run import initial_states
+
+            initial_state = initial_states(kernel, num_chains, key_init, data)
         moments = None
         if moment_names:
             tr = transform._replace(intercept=layout.intercept)

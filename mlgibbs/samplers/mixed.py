@@ -441,21 +441,17 @@ def cholesky_log_jacobian(log_diag):
 
 def _from_log_cholesky(theta):
     """``(L, Sigma^{-1}, log |Sigma|)`` from log-Cholesky coordinates ``theta`` (``d x d``, lower part used)."""
-    from mlgibbs.conditionals.tree import solve_lower
-
-    d = theta.shape[0]
     log_diag = jnp.diagonal(theta)
     chol = jnp.tril(theta, -1) + jnp.diag(jnp.exp(log_diag))
-    inv_chol = solve_lower(chol[None], jnp.eye(d, dtype=theta.dtype)[None])[0]
-    precision = jnp.sum(inv_chol[:, :, None] * inv_chol[:, None, :], axis=0)
-    return chol, precision, 2.0 * jnp.sum(log_diag)
+    return chol, _precision_from_cholesky(chol), 2.0 * jnp.sum(log_diag)
 
 
 def _factor_group_statistics(structure: MixedStructure, f: int, state: MixedState, data: MixedData, weights,
                              linear):
     r"""Per group ``g`` of factor ``f``, the canonical parameters of its deviations ``delta_g = b_g - mean_g``
     (kernel coordinates) in the rows' weighted likelihood, every other location fixed: ``G_g = sum_r w_r z_r
-    z_r'`` and ``h_g = sum_r z_r (s_r - w_r o_r)``, ``o_r`` the row's linear predictor at ``delta_g = 0``."""
+    z_r'`` and ``h_g = sum_r z_r (s_r - w_r o_r)``, ``o_r`` the row's linear predictor at ``delta_g = 0``;
+    and the prior means ``mean_g``. Returns ``(G, h, mean)``."""
     start, d = structure.column_slices()[f]
     Z = data.W[:, start:start + d]
     codes = data.codes[:, f]
@@ -464,7 +460,7 @@ def _factor_group_statistics(structure: MixedStructure, f: int, state: MixedStat
     offset = (fitted_values(structure, data.W, data.codes, state.beta, state.b)
               - jnp.sum(Z * (state.b[f] - mean)[codes], axis=1))
     gram = segment_sum(((Z * weights[:, None])[:, :, None] * Z[:, None, :]).reshape(-1, d * d), codes, J)
-    return gram.reshape(J, d, d), segment_sum(Z * (linear - weights * offset)[:, None], codes, J)
+    return gram.reshape(J, d, d), segment_sum(Z * (linear - weights * offset)[:, None], codes, J), mean
 
 
 def _effects_log_marginal(precision, gram, h):
@@ -539,7 +535,7 @@ def collapsed_scale_moves(structure: MixedStructure, priors: MixedPriors, k: int
     #    the effects are redrawn given the new Sigma_f when a later factor's move conditions on them
     for i, (key_f, f) in enumerate(zip(jax.random.split(key_c, len(correlated)) if correlated else [], correlated)):
         J = jnp.asarray(data.U[f].shape[0], cov[f].dtype)
-        gram, h = _factor_group_statistics(structure, f, state, data, weights, linear)
+        gram, h, mean = _factor_group_statistics(structure, f, state, data, weights, linear)
         steps = [(start, size, a, c) for start, size in structure.cov_blocks[f] if size > 1
                  for a in range(size) for c in range(a + 1)]   # one slice step per log-Cholesky coordinate
         keys = jax.random.split(key_f, len(steps) + 1)
@@ -574,7 +570,6 @@ def collapsed_scale_moves(structure: MixedStructure, priors: MixedPriors, k: int
             chol = cholesky(precisions[f][None] + gram)
             white = solve_lower(chol, h[:, :, None])[:, :, 0]
             z = jax.random.normal(keys[-1], white.shape, white.dtype)
-            mean = state.b[f] - deviations(structure, data.U, state.gamma, state.b, f)
             b = list(state.b)
             b[f] = mean + _solve_upper_transposed(chol, white + z)
             state = state._replace(b=tuple(b))
@@ -740,15 +735,20 @@ def iwls_likelihood(structure: MixedStructure):
     return likelihood
 
 
+def _precision_from_cholesky(chol):
+    """``Sigma^{-1} = L^{-T} L^{-1}`` of a small block from its lower Cholesky factor ``L`` (elementwise)."""
+    from mlgibbs.conditionals.tree import solve_lower
+
+    inv_chol = solve_lower(chol[None], jnp.eye(chol.shape[0], dtype=chol.dtype)[None])[0]
+    return jnp.sum(inv_chol[:, :, None] * inv_chol[:, None, :], axis=0)
+
+
 def _precision_and_log_det(cov):
     """``(Sigma^{-1}, log |Sigma|)`` of a small block, by the elementwise Cholesky factorisation."""
-    from mlgibbs.conditionals.tree import cholesky, solve_lower
+    from mlgibbs.conditionals.tree import cholesky
 
-    size = cov.shape[0]
-    chol = cholesky(cov[None])
-    inv_chol = solve_lower(chol, jnp.eye(size, dtype=cov.dtype)[None])[0]
-    precision = jnp.sum(inv_chol[:, :, None] * inv_chol[:, None, :], axis=0)
-    return precision, 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol[0])))
+    chol = cholesky(cov[None])[0]
+    return _precision_from_cholesky(chol), 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
 
 
 def _block_index(structure: MixedStructure, f: int, start: int) -> int:
