@@ -625,7 +625,10 @@ def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[
     Returns
     -------
     callable
-        The NumPyro model, ``model_fn()``.
+        The NumPyro model, ``model_fn(columns=None, weights=None)``: with ``columns`` (design column name ->
+        values, possibly functions of other sites of an enclosing model) the design
+        :meth:`~mlgibbs.models.mixed.MixedModel.design_with` those columns replaced; with ``weights``
+        (Gaussian) ``y_i ~ N(mu_i, sigma_y^2 / w_i)``.
     """
     numpyro, dist = _import_numpyro()
     dtype = model.dtype
@@ -668,11 +671,14 @@ def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[
             blocks=tuple(zip(factor.blocks, priors[factor.name])), centred=factor.name in centred,
             parent=parent))
 
-    def model_fn() -> None:
+    def model_fn(columns=None, weights=None) -> None:
+        design, Zs = (X, None) if columns is None else model.design_with(columns)
+        if weights is not None and not family.gaussian:
+            raise ValueError(f"weights are for the Gaussian family; this model's is {family.name!r}")
         mean = jnp.zeros((n,), dtype)
         if p > 0:
             beta = _sample_coefficients("beta", beta_prior, p, dtype)
-            mean = mean + X @ beta
+            mean = mean + design @ beta
         alphas = {}
         for s in spec:
             name, J, d = s["name"], s["J"], s["d"]
@@ -704,11 +710,13 @@ def mixed_numpyro_model(model, centered=False, hierarchical=False) -> Callable[[
                 z = numpyro.sample(f"z_{name}", dist.Normal(jnp.zeros((J, d), dtype), 1.0).to_event(2))
                 alpha = numpyro.deterministic(f"alpha_{name}", centre + z @ L.T)
             alphas[s["index"]] = alpha
-            mean = mean + jnp.sum(s["Z"] * alpha[s["codes"]], axis=1)
+            Z = s["Z"] if Zs is None else Zs[s["index"]]
+            mean = mean + jnp.sum(Z * alpha[s["codes"]], axis=1)
         if family.gaussian:
             sigma_y = numpyro.sample("sigma_y", scale_distribution(priors["sigma_y"]))
+            scale = sigma_y if weights is None else sigma_y / jnp.sqrt(jnp.asarray(weights, dtype))
             with numpyro.plate("obs_id", n):
-                numpyro.sample(model.response, dist.Normal(mean, sigma_y), obs=y)
+                numpyro.sample(model.response, dist.Normal(mean, scale), obs=y)
         elif family.dispersion:  # NB2: mean e^eta, concentration r
             r = numpyro.sample("r", _dispersion_distribution(priors["r"], dist))
             numpyro.factor(model.response, jnp.sum(log_prob(family, y, trials, mean, r)))
@@ -1040,3 +1048,9 @@ def _dispersion_distribution(prior, dist):
     if isinstance(prior, Gamma):
         return dist.Gamma(prior.concentration, prior.rate)
     raise TypeError(f"no NumPyro distribution for the prior {prior!r} of r; use mlgibbs.priors.Gamma")
+
+
+# =========================================================================== composition
+from mlgibbs.numpyro_block import MultilevelBlock  # noqa: E402  (it uses the model writer above)
+
+__all__ += ["MultilevelBlock"]

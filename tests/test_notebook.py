@@ -1,4 +1,4 @@
-"""Tests of the example notebook ``notebooks/radon.ipynb``.
+"""Tests of the example notebooks ``notebooks/radon.ipynb`` and ``notebooks/composition.ipynb``.
 
 What is tested
 --------------
@@ -11,6 +11,11 @@ What is tested
 * Its LOO table is the version-independent one (:func:`mlgibbs.arviz.compare`), in the code, the
   text and the saved output: columns ``elpd`` and ``elpd_diff``, never ArviZ 0.x's ``elpd_loo``;
   ``elpd_diff`` 0 for the first model and negative for the others. After a fresh run too.
+
+``composition.ipynb`` (mlgibbs' sweeps inside NumPyro's ``HMCGibbs`` and a user's loop) likewise runs from top
+to bottom in a fresh kernel, was saved with its outputs (no machine paths, < 1 MB) and prints its table of
+effective draws per second for NUTS, HMCGibbs and the loop and its figure; its statistics are checked by
+``tests/test_numpyro_block.py``.
 
 No statistical tolerances are involved: the numbers in the notebook are checked by the tests of
 the job it shares its code with (``tests/test_main_job.py``). The test is skipped only when the
@@ -89,3 +94,45 @@ def test_notebook_executes_without_errors(tmp_path, monkeypatch):
               if "image/png" in out.get("data", {})]
     assert len(images) >= 4
     _check_loo_table(_loo_table(nb))
+
+
+# ------------------------------------------------------------------ notebooks/composition.ipynb
+COMPOSITION = REPO_ROOT / "notebooks" / "composition.ipynb"
+
+
+def _table_text(nb, marker: str) -> str:
+    cells = [cell for cell in nb.cells if cell.cell_type == "code" and marker in cell.source]
+    texts = [out["data"]["text/plain"] for cell in cells for out in cell.outputs
+             if "text/plain" in out.get("data", {})]
+    assert len(texts) == 1, texts
+    return texts[0]
+
+
+def _check_composition(nb) -> None:
+    assert not _outputs(nb, "error")
+    images = [out for out in _outputs(nb, "execute_result") + _outputs(nb, "display_data")
+              if "image/png" in out.get("data", {})]
+    assert len(images) >= 1
+    rates = _table_text(nb, '"ESS of tau / s"').splitlines()
+    assert [line.split()[0] for line in rates[2:5]] == ["NUTS", "HMCGibbs", "loop"], rates
+
+
+def test_composition_notebook_saved_with_outputs_and_small():
+    assert COMPOSITION.stat().st_size < 1024**2
+    nb = nbformat.read(COMPOSITION, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code and all(cell.execution_count is not None for cell in code), "saved unexecuted"
+    outputs = str([cell.outputs for cell in code])
+    for marker in ("site-packages", "/root/", "/home/", "/tmp/", "/work/"):
+        assert marker not in outputs, marker
+    _check_composition(nb)
+
+
+def test_composition_notebook_executes_without_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+    nb = nbformat.read(COMPOSITION, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    _check_composition(nb)

@@ -49,8 +49,9 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from mlgibbs._lazy import pandas as pd
+from jax.typing import ArrayLike
 
+from mlgibbs._lazy import pandas as pd
 from mlgibbs.conditionals.tree import ChainData
 from mlgibbs.families import FAMILIES, Family, check_response, get_family
 from mlgibbs.models.data import to_device
@@ -326,19 +327,23 @@ class MixedModel:
             out[f"cov_{factor.name}"] = cov
         return out
 
-    def to_kernel(self, values: Mapping[str, Any]):
-        """The inverse of :meth:`to_user` (float64 NumPy): a kernel state from the user's parameters."""
+    def to_kernel(self, values: Mapping[str, Any], xp=np):
+        """The inverse of :meth:`to_user`: a kernel state from the user's parameters (float64 NumPy by
+        default; ``xp=jax.numpy`` for a pure JAX function of traced values in the model's dtype)."""
         from mlgibbs.samplers.mixed import MixedState
 
         tr = self.transform
-        v = {name: np.asarray(a, np.float64) for name, a in values.items()}
+        if xp is np:
+            v = {name: np.asarray(a, np.float64) for name, a in values.items()}
+        else:
+            v = {name: jnp.asarray(a, self.dtype) for name, a in values.items()}
         k, c = tr.k, tr.c
         beta_u = v["beta"]
-        shift = beta_u @ tr.x_mean - c if tr.intercept is not None else np.zeros(beta_u.shape[:-1])
+        shift = beta_u @ tr.x_mean - c if tr.intercept is not None else xp.zeros(beta_u.shape[:-1])
         beta = beta_u * tr.x_scale / k
         if tr.intercept is not None and tr.intercept[0] == "beta":
             j = tr.intercept[1]
-            beta[..., j] = (beta_u[..., j] + shift) / k
+            beta = _set(xp, beta, j, (beta_u[..., j] + shift) / k)
         gammas, bs, covs = [], [], []
         for f, factor in enumerate(self.factors):
             g_u = v[f"gamma_{factor.name}"]
@@ -347,14 +352,108 @@ class MixedModel:
             b = (b_u * tr.z_scale[f]) @ np.linalg.inv(tr.coef_map_inv[f]).T / k
             if tr.intercept is not None and tr.intercept[0] == "factor" and tr.intercept[1] == f:
                 _, _, ju, kz = tr.intercept
-                gamma[..., ju] = (g_u[..., ju] + g_u @ tr.u_mean[f] + shift) / k
-                b[..., kz] = b[..., kz] + shift[..., None] / k
+                gamma = _set(xp, gamma, ju, (g_u[..., ju] + g_u @ tr.u_mean[f] + shift) / k)
+                b = _set(xp, b, kz, b[..., kz] + shift[..., None] / k)
             zs = tr.z_scale[f]
             covs.append(v[f"cov_{factor.name}"] * (zs[:, None] * zs[None, :]) / k**2)
             gammas.append(gamma)
             bs.append(b)
         sigma_y = v["r"] if self.family.dispersion else v["sigma_y"] / k
+        if xp is not np:
+            gammas, bs, covs = ([jnp.asarray(a, self.dtype) for a in part] for part in (gammas, bs, covs))
+            beta, sigma_y = jnp.asarray(beta, self.dtype), jnp.asarray(sigma_y, self.dtype)
         return MixedState(beta=beta, gamma=tuple(gammas), b=tuple(bs), sigma_y=sigma_y, cov=tuple(covs))
+
+    def design_columns(self) -> dict[str, list[tuple[int, int]]]:
+        """Where each design column of the observations goes: name -> ``[(f, j), ...]`` with ``f = -1``
+        for column ``j`` of ``X`` (a fixed effect) and ``f >= 0`` for column ``j`` of factor ``f``'s
+        ``Z`` (a varying coefficient). Group-level predictors (``U``) are not listed."""
+        where: dict[str, list[tuple[int, int]]] = {}
+        for j, name in enumerate(self.predictors):
+            where.setdefault(name, []).append((-1, j))
+        for f, factor in enumerate(self.factors):
+            for j, name in enumerate(factor.coef_names):
+                where.setdefault(name, []).append((f, j))
+        return where
+
+    def design_with(self, columns: Mapping[str, ArrayLike] | None = None) -> tuple[jax.Array, list[jax.Array]]:
+        """``(X, [Z_f])`` of the observations (the user's units, JAX arrays in the model's dtype) with the
+        named design columns replaced (see :meth:`design_columns`), checked by name and length."""
+        dtype, n = self.dtype, self.num_obs
+        where = self.design_columns()
+        X = jnp.asarray(self.X, dtype)
+        Zs = [jnp.asarray(factor.Z, dtype) for factor in self.factors]
+        for name, values in dict(columns or {}).items():
+            if name == "Intercept" or name not in where:
+                group_level = [self.factors[f].name for nm, f in zip(self.fixed_names, self.fixed_owner)
+                               if nm == name and f >= 0]
+                why = ("the intercept's column is 1" if name == "Intercept"
+                       else f"it is a group-level predictor of {group_level[0]!r} (constant within its groups)"
+                       if group_level else f"expected one of {sorted(n_ for n_ in where if n_ != 'Intercept')}")
+                raise ValueError(f"cannot replace design column {name!r}: {why}")
+            values = jnp.asarray(values, dtype)
+            if values.shape != (n,):
+                raise ValueError(f"design column {name!r} has shape {values.shape}; expected ({n},), one "
+                                 "value per observation")
+            for f, j in where[name]:
+                if f < 0:
+                    X = X.at[:, j].set(values)
+                else:
+                    Zs[f] = Zs[f].at[:, j].set(values)
+        return X, Zs
+
+    def data_for_design(self, columns: Mapping[str, ArrayLike] | None = None, *, y: ArrayLike | None = None,
+                        weights: ArrayLike | None = None) -> MixedData:
+        r"""This model's data pytree with some design columns (and the response) replaced, as a pure JAX
+        function of them: the Gibbs update of a model whose design depends on other parameters (a change
+        point, a transformed predictor: :class:`mlgibbs.numpyro.MultilevelBlock`).
+
+        The kernel's coordinates stay this model's (the same centring and scaling constants, an affine map
+        of the linear predictor that is exact for any column values), so a kernel state means the same
+        parameters under this data and under :attr:`data`, and :meth:`to_user` / :meth:`to_kernel` apply.
+        The structure (which columns are fixed effects, varying coefficients, group-level predictors) is
+        this model's; group-level predictors cannot be replaced. With ``weights`` ``w_i > 0`` the
+        likelihood is ``y_i ~ N(mu_i, sigma_y^2 / w_i)`` (the rows of the design and the response scaled
+        by ``sqrt(w_i)``; a Student-t outcome is this with ``w_i ~ Gamma(nu/2, nu/2)``).
+
+        Rows are not compressed (a cell's pseudo-rows depend on the design): a sweep on this data costs
+        the ``n`` observations, not the cells. Gaussian family only.
+
+        Parameters
+        ----------
+        columns
+            Design column name (as in :meth:`design_columns`: a fixed effect, a varying coefficient or
+            both) -> its ``n`` values in the user's units.
+        y
+            Another response (the user's units), default this model's.
+        weights
+            Per-observation precision weights, default 1.
+        """
+        if not self.family.gaussian:
+            raise NotImplementedError(f"data_for_design is for the Gaussian family; this model's family is "
+                                      f"{self.family.name!r}")
+        tr, s, dtype = self.transform, self.structure, self.dtype
+        X, Zs = self.design_with(columns)
+        X_k = (X - jnp.asarray(tr.x_mean, dtype)) / jnp.asarray(tr.x_scale, dtype)
+        Z_k = [(Z - jnp.asarray(tr.z_mean[f], dtype)) / jnp.asarray(tr.z_scale[f], dtype)
+               for f, Z in enumerate(Zs)]
+        W = jnp.concatenate([X_k, *Z_k], axis=1)
+        t = (jnp.asarray(self.kernel_rows[1], dtype) if y is None
+             else (jnp.asarray(y, dtype) - tr.c) / tr.k)
+        if weights is not None:
+            root = jnp.sqrt(jnp.asarray(weights, dtype))
+            W, t = W * root[:, None], t * root
+        codes = jnp.asarray(self.kernel_rows[2], jnp.int32)
+        chains = []
+        for k_, chain in enumerate(s.chains):
+            cols = jnp.asarray(s.chain_columns(k_), jnp.int32)
+            fine = codes[:, chain[-1]]
+            Wc = W[:, cols]
+            size = self.data.chains[k_].gram.shape[0]
+            gram = jax.ops.segment_sum(Wc[:, :, None] * Wc[:, None, :], fine, num_segments=size)
+            linear = jax.ops.segment_sum(Wc * t[:, None], fine, num_segments=size)
+            chains.append(self.data.chains[k_]._replace(gram=gram, linear=linear))
+        return self.data._replace(W=W, t=t, codes=codes, rss_floor=jnp.zeros((), dtype), chains=tuple(chains))
 
     def data_for(self, y) -> MixedData:
         """This model's data pytree with another response ``y`` (user's units), as a pure JAX function
