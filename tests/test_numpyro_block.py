@@ -8,7 +8,9 @@ What is tested
    :meth:`~MultilevelBlock.to_state` inverts :meth:`~MultilevelBlock.to_sites`; the Huang & Wand auxiliaries
    ``to_sites`` draws have the conditional mean of ``1/a_k``, ``(nu + d) / (2 rate_k)`` (|z| < 4 over 4,000
    draws); :meth:`~MultilevelBlock.log_marginal_likelihood` differs between change points exactly as a dense
-   computation of the Gaussian marginal (every location integrated out, 38 x 38) does.
+   computation of the Gaussian marginal (every location integrated out, 38 x 38) does, with and without
+   precision weights; :meth:`~MultilevelBlock.log_likelihood` is SciPy's Gaussian log likelihood of the user's
+   parameters on the raw rows.
 2. **Errors** name the column or the argument: an unknown column, a group-level predictor, the intercept, a
    wrong length, a non-Gaussian family, a model without a varying slope.
 3. **Agreement with NUTS** on sleepstudy with a change point, ``Reaction ~ after + (1 + after | Subject)``,
@@ -124,7 +126,7 @@ def test_sites_round_trip_and_auxiliaries():
         assert np.all(np.abs(z) < 4.0), z
 
 
-def _dense_log_marginal(model, user, tau):
+def _dense_log_marginal(model, user, tau, weights=None):
     """log p(y | tau, Sigma, sigma_y) up to a constant: every location (beta, gamma, b) integrated out under
     its flat / Gaussian prior, by a dense (2 + 2J)-dimensional Gaussian integral."""
     days = _frame().Days.to_numpy().astype(float)
@@ -137,7 +139,8 @@ def _dense_log_marginal(model, user, tau):
     W[np.arange(n), 3 + 2 * codes] = after
     var_y = user["sigma_y"] ** 2
     P = np.linalg.inv(user["cov_Subject"])
-    Q, lin = W.T @ W / var_y, W.T @ y / var_y
+    w = np.ones(n) if weights is None else np.asarray(weights, np.float64)
+    Q, lin = (W.T * w) @ W / var_y, (W.T * w) @ y / var_y
     e = np.array([1.0, 0.0])
     for j in range(J):     # (b_j - e gamma)' P (b_j - e gamma)
         idx = [2 + 2 * j, 3 + 2 * j]
@@ -145,7 +148,7 @@ def _dense_log_marginal(model, user, tau):
         Q[np.ix_(idx, [1])] -= (P @ e)[:, None]
         Q[np.ix_([1], idx)] -= (P @ e)[None, :]
         Q[1, 1] += e @ P @ e
-    return 0.5 * lin @ np.linalg.solve(Q, lin) - 0.5 * np.linalg.slogdet(Q)[1] - 0.5 * y @ y / var_y
+    return 0.5 * lin @ np.linalg.solve(Q, lin) - 0.5 * np.linalg.slogdet(Q)[1] - 0.5 * (w * y) @ y / var_y
 
 
 def test_log_marginal_likelihood_matches_a_dense_computation():
@@ -161,6 +164,12 @@ def test_log_marginal_likelihood_matches_a_dense_computation():
                          for t in taus])
         dense = np.array([_dense_log_marginal(block.model, user, t) for t in taus])
         assert np.ptp(ours) > 10.0                    # the change point matters
+        np.testing.assert_allclose(ours - ours[0], dense - dense[0], atol=1e-7)
+        # precision weights (a scale mixture): y_i ~ N(mu_i, sigma_y^2 / w_i)
+        w = np.random.default_rng(0).gamma(2.0, 0.5, size=days.shape[0])
+        ours = np.array([float(block.log_marginal_likelihood(
+            state, block.data({"after": jnp.maximum(days - t, 0)}, weights=w))) for t in taus])
+        dense = np.array([_dense_log_marginal(block.model, user, t, w) for t in taus])
         np.testing.assert_allclose(ours - ours[0], dense - dense[0], atol=1e-7)
 
 
@@ -357,3 +366,25 @@ def test_gibbs_fn_as_a_custom_gibbs_block(setup):
     assert samples["alpha_Subject"].shape == (50, 18, 2) and samples["tau"].shape == (50,)
     assert all(np.all(np.isfinite(np.asarray(v))) for v in samples.values())
     assert 0.0 < float(samples["tau"].min()) and float(samples["tau"].max()) < TAU_MAX
+
+
+def test_log_likelihood_matches_scipy():
+    """``log_likelihood`` of a kernel state on the data at a change point: the Gaussian log likelihood of the
+    user's parameters from the raw rows (SciPy), with and without weights (whose ``sum log w_i / 2`` is left out)."""
+    with x64():
+        block = MultilevelBlock(_template("float64"))
+        frame = _frame()
+        after = np.maximum(frame.Days.to_numpy() - 1.3, 0.0)
+        state = block.kernel.init(jax.random.key(0), block.data())
+        user = block.model.to_user(state)
+        codes = np.asarray(block.model.factors[0].codes)
+        alpha = user["alpha_Subject"]
+        mu = user["beta"][0] * after + alpha[codes, 0] + alpha[codes, 1] * after
+        w = np.random.default_rng(1).gamma(2.0, 0.5, size=after.shape[0])
+        for weights in (None, w):
+            scale = user["sigma_y"] / np.sqrt(np.ones_like(w) if weights is None else weights)
+            expected = stats.norm.logpdf(block.model.y, mu, scale).sum()
+            if weights is not None:
+                expected -= 0.5 * np.log(weights).sum()
+            ours = float(block.log_likelihood(state, block.data({"after": after}, weights=weights)))
+            np.testing.assert_allclose(ours, expected, rtol=1e-10)
