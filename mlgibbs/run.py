@@ -14,7 +14,7 @@ from mlgibbs.base import GibbsState, SamplingAlgorithm
 from mlgibbs.logdensity import log_joint, pointwise_log_likelihood, predict_mean
 from mlgibbs.models import standardize as std_mod
 from mlgibbs.models.data import to_device
-from mlgibbs.samplers import default_sampler, gibbs
+from mlgibbs.samplers import default_sampler, gibbs, kernel_data
 
 __all__ = ["sample", "sample_chains", "chain_runner", "last_state", "add_log_likelihood", "as_key",
            "MAX_LOG_LIKELIHOOD_VALUES"]
@@ -378,8 +378,8 @@ def sample(
     num_chains, num_warmup, num_draws, thin
         Chains run in parallel; discarded sweeps per chain; draws kept per chain; sweeps per draw.
     sampler
-        Sampler name (see :data:`mlgibbs.samplers.SAMPLERS`): ``"gibbs"``, ``"px"`` or
-        ``"collapsed"``. Default ``None``: :func:`mlgibbs.samplers.default_sampler`, the fastest in
+        Sampler name (see :data:`mlgibbs.samplers.SAMPLERS`): ``"gibbs"``, ``"px"``,
+        ``"collapsed"`` or ``"grid"``. Default ``None``: :func:`mlgibbs.samplers.default_sampler`, the fastest in
         the benchmarks (``"px"``; ``"collapsed"`` under an inverse-gamma prior on ``sigma_alpha^2``).
         A multilevel model built from a formula with grouping terms has its own names per family
         (:data:`mlgibbs.run_mixed.MIXED_SAMPLERS`): bernoulli and binomial ``"augmented"`` (Polya-Gamma,
@@ -496,9 +496,10 @@ def sample(
         posterior_predictive=bool(posterior_predictive),
         lp_priors=_scale_priors(model) if complete else None, progress=progress_bar,
     )
+    data = kernel_data(model, sampler)   # model.data, with what the sampler tabulates once per model
     if initial_state is None:
-        initial_state = init_program(kernel, num_chains)(rng_key, model.data)
-    out = run_program(program, (rng_key, model.data, initial_state, _aux(model)), num_warmup=num_warmup,
+        initial_state = init_program(kernel, num_chains)(rng_key, data)
+    out = run_program(program, (rng_key, data, initial_state, _aux(model)), num_warmup=num_warmup,
                       num_draws=num_draws, thin=thin, first_sweep=first_sweep, num_chains=num_chains,
                       progress_bar=progress_bar)
 

@@ -27,6 +27,10 @@ with normal priors on ``beta`` and ``gamma`` and, on the two scales:
 * ``"px"``: HalfNormal, HalfCauchy and HalfStudentT(3) on both scales, and InverseGamma on
   ``sigma_y`` with HalfStudentT(3) on ``sigma_alpha``. An InverseGamma prior on ``sigma_alpha`` has
   no parameter expansion: building that kernel must raise ``ValueError``.
+* ``"grid"``: every proper family on both scales, with one proposal grid for all the chains' data sets
+  (tabulated on the model's placeholder response): its independence step is exact for any proposal that
+  does not depend on the chain, so a grid fitted to other data tests the Metropolis-Hastings correction
+  itself (the proposal's fit only changes how often it accepts).
 
 Parameter expansion
 -------------------
@@ -107,6 +111,7 @@ from mlgibbs import priors as P
 from mlgibbs.conditionals import residual_sum_of_squares, slice_sample
 from mlgibbs.conditionals.collapsed import log_marginal_scales, update_locations
 from mlgibbs.conditionals.px import PXState, px_working_prior
+from mlgibbs.samplers import kernel_data
 
 FAMILY_ALPHA = 1e-4
 NUM_MARGINAL = 100_000
@@ -143,6 +148,7 @@ CASES = (
     + [Case("collapsed", f, f) for f in SCALE_FAMILIES]
     + [Case("px", f, f) for f in PX_FAMILIES]
     + [Case("px", "InverseGamma", "HalfStudentT")]
+    + [Case("grid", f, f) for f in SCALE_FAMILIES]
 )
 
 
@@ -396,6 +402,12 @@ def kernel_step(case: Case):
         return collapsed_step_without_jacobian(model.priors)
     if case.sampler == "px-xi-independent":
         return px_step_xi_independent(model.priors)
+    if case.sampler == "grid":
+        # one proposal for every data set of the chains: tabulated on the placeholder response (a kernel
+        # that is exact for any proposal independent of the chain; rebuilding it per y costs ~1,000 sweeps)
+        grid = kernel_data(model, "grid").scale_grid
+        step = mg.gibbs(model, sampler="grid").step
+        return lambda key, state, data: step(key, state, data._replace(scale_grid=grid))
     return mg.gibbs(model, sampler=case.sampler).step
 
 

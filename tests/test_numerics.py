@@ -82,7 +82,7 @@ def fit(model, seed=0, **kwargs):
 
 
 # --------------------------------------------------------------------------- near collinearity
-@pytest.mark.parametrize("sampler", ["gibbs", "collapsed", "px"])
+@pytest.mark.parametrize("sampler", ["gibbs", "collapsed", "px", "grid"])
 @pytest.mark.parametrize("noise", [1e-4, 1e-6, 1e-9])
 def test_nearly_collinear_predictors_float32(noise, sampler):
     """Two predictors equal up to ``noise``: the sum of their slopes is identified and comes out
@@ -131,7 +131,7 @@ def _compare_float32_float64(frame, formula, names, what, sampler="px"):
     assert_same_posterior({k: v[0] for k, v in pick.items()}, {k: v[1] for k, v in pick.items()}, what)
 
 
-@pytest.mark.parametrize("sampler", ["gibbs", "px"])
+@pytest.mark.parametrize("sampler", ["gibbs", "px", "grid"])
 def test_uncentred_quadratic_of_a_year_float32(sampler):
     """``y ~ year + I(year**2) + (1 | g)`` with year near 2000: all NaN in float32 before."""
     rng, g, a = grouped_frame(seed=3)
@@ -189,7 +189,7 @@ def test_two_groups_under_uniform_prior_is_improper():
         mg.Model.from_formula("y ~ x + (1 | g)", two_groups())
 
 
-@pytest.mark.parametrize("sampler", ["gibbs", "collapsed", "px"])
+@pytest.mark.parametrize("sampler", ["gibbs", "collapsed", "px", "grid"])
 def test_two_groups_with_a_proper_prior_sample_without_nan(sampler):
     model = mg.Model.from_formula("y ~ x + (1 | g)", two_groups(), priors={"sigma_alpha": HalfNormal(1.0)})
     idata = fit(model, sampler=sampler)

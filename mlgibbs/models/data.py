@@ -23,7 +23,7 @@ grouping factor the same fields hold the ordinary least-squares fit of ``y`` on 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -92,6 +92,10 @@ class LinearData(NamedTuple):
         ``k``, shape ``()``: the response is in units of ``k`` times the user's (1 unless the model
         rescaled it; see :mod:`mlgibbs.models.standardize`). Only the log density reported as ``lp``
         uses it, to be the density of the user's parametrisation.
+    scale_grid
+        The ``"grid"`` sampler's tabulated proposal of the scales for these data
+        (:class:`~mlgibbs.conditionals.scale_grid.ScaleGrid`), or ``None`` (the sampler then builds it in
+        every sweep; :func:`mlgibbs.samplers.grid.with_scale_grid` adds it once).
     """
 
     num_obs: jax.Array
@@ -103,6 +107,7 @@ class LinearData(NamedTuple):
     groups: GroupData | None
     location_prior: LocationPrior
     y_scale: jax.Array
+    scale_grid: Any = None
 
 
 def _segment_sum(xp, values, codes, num_groups):

@@ -8,15 +8,18 @@ from typing import Callable
 from mlgibbs.base import SamplingAlgorithm
 from mlgibbs.samplers.collapsed import collapsed_kernel
 from mlgibbs.samplers.gibbs import Structure, gibbs_kernel, initial_state, structure_of
+from mlgibbs.samplers.grid import grid_kernel, with_scale_grid
 from mlgibbs.samplers.px import px_kernel
 
-__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "default_sampler", "gibbs", "gibbs_kernel", "collapsed_kernel", "px_kernel", "Structure", "initial_state", "structure_of"]
+__all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "default_sampler", "gibbs", "gibbs_kernel", "collapsed_kernel", "px_kernel",
+           "grid_kernel", "with_scale_grid", "kernel_data", "Structure", "initial_state", "structure_of"]
 
 #: Kernel factories by name: ``factory(priors, structure) -> SamplingAlgorithm``.
 SAMPLERS: dict[str, Callable[..., SamplingAlgorithm]] = {
     "gibbs": gibbs_kernel,
     "px": px_kernel,
     "collapsed": collapsed_kernel,
+    "grid": grid_kernel,
 }
 
 
@@ -36,6 +39,14 @@ def default_sampler(model) -> str:
     return DEFAULT_SAMPLER
 
 
+def kernel_data(model, sampler: str):
+    """The data pytree ``sampler``'s kernel runs on: ``model.data``, with the scales' grid for ``"grid"``
+    (:func:`~mlgibbs.samplers.grid.with_scale_grid`, tabulated once per model)."""
+    if sampler != "grid":
+        return model.data
+    return model.cached(("scale_grid",), lambda: with_scale_grid(model.data, model.kernel_priors))
+
+
 def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
     """The Gibbs kernel of ``model``: a NamedTuple of pure ``init`` and ``step`` functions.
 
@@ -48,7 +59,8 @@ def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
     sampler
         Name of the sampler, one of :data:`SAMPLERS`: ``"gibbs"`` (the five-step sampler of
         Gelman & Hill), ``"px"`` (parameter-expanded), ``"collapsed"`` (scales from their marginal,
-        locations in one block).
+        locations in one block), ``"grid"`` (both scales by an independence step from a grid of their
+        marginal, then the locations; run it on :func:`kernel_data`, which carries the grid).
 
     Returns
     -------

@@ -1,0 +1,208 @@
+r"""Both scales in one independence Metropolis-Hastings draw from a grid fitted to their joint marginal.
+
+With ``alpha``, ``beta`` and ``gamma`` integrated out, the varying-intercept model leaves a two-dimensional
+posterior of the scales, :func:`~mlgibbs.conditionals.collapsed.log_marginal_scales`. In
+``t = (log sigma_y^2, log sigma_alpha^2)`` its log density is
+
+.. math::
+
+    f(t) = \log p(\sigma_y, \sigma_\alpha \mid y) + \tfrac12 (t_1 + t_2)
+
+(the second term the Jacobian of ``sigma -> log sigma^2``). It depends on the data only, not on the chain,
+so it is tabulated once per data set (:func:`build_scale_grid`): a box found by two coarse passes (the cells
+within 30, then 16, of the highest log density found), then a ``K x K`` grid of cells over it whose
+probabilities ``p_c`` are ``exp(f)`` at their centres, held as integer counts out of ``2^30`` so that the
+draw's probabilities are exactly those the acceptance ratio uses (in float32 too). The proposal is the mixture
+
+.. math::
+
+    q(t) = (1 - \epsilon)\, \frac{p_c}{|c|}\, [t \in c] + \epsilon\, \mathrm{Cauchy}(t_1; m_1, s_1)\,
+           \mathrm{Cauchy}(t_2; m_2, s_2)
+
+(uniform within a cell drawn with probability ``p_c``; the Cauchy component, centred at the grid's mode with
+the box's half-widths as scales, gives every ``t`` positive proposal density and heavier tails than the
+target, so the chain is uniformly ergodic). :func:`update_scales_grid` draws ``t' ~ q`` independently of the
+current ``t`` and accepts with probability
+
+.. math::
+
+    \min\Big\{1,\ \frac{\exp f(t')\, q(t)}{\exp f(t)\, q(t')}\Big\},
+
+an exact Metropolis-Hastings step for any grid (the grid only decides how often it accepts: about 90% on
+radon). Followed by the locations given the scales (:func:`~mlgibbs.conditionals.collapsed.update_locations`,
+then :func:`~mlgibbs.update_alpha`), a sweep is an independence sampler of the whole posterior: nearly
+independent draws for about the cost of one five-step sweep, with no loop inside the sweep (two evaluations of
+``f``, ``O(J d^2 + d^3)`` each, and a binary search of the table).
+
+References
+----------
+Tierney, L. (1994). Markov chains for exploring posterior distributions. *Annals of Statistics* 22,
+1701-1728 (independence chains).
+Ritter, C. and Tanner, M. A. (1992). Facilitating the Gibbs sampler: the Gibbs stopper and the griddy-Gibbs
+sampler. *JASA* 87, 861-868.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from mlgibbs.base import GibbsState
+from mlgibbs.conditionals.collapsed import log_marginal_scales
+from mlgibbs.models.data import LinearData
+from mlgibbs.priors import Priors
+
+__all__ = ["ScaleGrid", "build_scale_grid", "log_scales_density", "log_proposal_density", "draw_proposal",
+           "update_scales_grid", "TAIL_WEIGHT", "NUM_CELLS"]
+
+#: ``epsilon``: the Cauchy component's share of the proposal.
+TAIL_WEIGHT = 0.02
+#: ``K``: cells per axis of the grid.
+NUM_CELLS = 64
+_COARSE = 48
+_BITS = 30
+_TOTAL = 2**_BITS
+_LOG_TOTAL = _BITS * 0.6931471805599453
+
+
+class ScaleGrid(NamedTuple):
+    """The tabulated proposal of the two scales (module docstring), in ``t = (log sigma_y^2, log sigma_alpha^2)``.
+
+    Attributes
+    ----------
+    lower
+        The box's lower corner, ``(2,)``.
+    width
+        A cell's widths, ``(2,)``.
+    log_probs
+        ``log p_c`` of the ``K x K`` cells (row-major: ``c = K i + j``), ``(K^2,)``: exactly
+        ``log(counts_c / 2^30)`` (``-inf`` for an empty cell), the probabilities the draw uses.
+    cumulative
+        ``sum_{k <= c} counts_k`` (int32, ``(K^2,)``, the last ``2^30``): the cells' probabilities as integer
+        counts out of ``2^30`` (``exp(f)`` at the centres, rounded down, the remainder given to the mode's cell),
+        so that a cell drawn by comparing 30 random bits with them has probability exactly ``p_c``.
+    mode
+        The centre of the most probable cell, ``(2,)``: the Cauchy component's location.
+    tail_scale
+        The Cauchy component's scales (the box's half-widths), ``(2,)``.
+    """
+
+    lower: jax.Array
+    width: jax.Array
+    log_probs: jax.Array
+    cumulative: jax.Array
+    mode: jax.Array
+    tail_scale: jax.Array
+
+
+def log_scales_density(t: jax.Array, data: LinearData, priors: Priors) -> jax.Array:
+    """``f(t)``: the scales' log marginal posterior in ``t = (log sigma_y^2, log sigma_alpha^2)`` (up to a
+    constant), the locations integrated out; ``-inf`` where it is not finite."""
+    value = log_marginal_scales(jnp.exp(0.5 * t[0]), jnp.exp(0.5 * t[1]), data, priors) + 0.5 * (t[0] + t[1])
+    return jnp.where(jnp.isfinite(value), value, -jnp.inf)
+
+
+def _cell_centres(lower, upper, num):
+    """Centres of a ``num x num`` grid of cells covering the box, row-major, and the cell widths."""
+    width = (upper - lower) / num
+    a = lower[0] + (jnp.arange(num) + 0.5) * width[0]
+    b = lower[1] + (jnp.arange(num) + 0.5) * width[1]
+    A, B = jnp.meshgrid(a, b, indexing="ij")
+    return jnp.stack([A.reshape(-1), B.reshape(-1)], axis=1), width
+
+
+def _shrink(lower, upper, values, centres, width, drop):
+    """The smallest box of whole cells holding every cell within ``drop`` of the highest value, one cell of
+    margin on each side (the box stays put where no value is finite)."""
+    keep = values >= jnp.max(values) - drop
+    big = jnp.finfo(centres.dtype).max
+    low = jnp.min(jnp.where(keep[:, None], centres, big), axis=0) - 1.5 * width
+    high = jnp.max(jnp.where(keep[:, None], centres, -big), axis=0) + 1.5 * width
+    ok = jnp.any(keep) & jnp.isfinite(jnp.max(values))
+    return jnp.where(ok, low, lower), jnp.where(ok, high, upper)
+
+
+def build_scale_grid(data: LinearData, priors: Priors, num_cells: int = NUM_CELLS) -> ScaleGrid:
+    """Tabulate the proposal of the scales for ``data`` (module docstring): a pure JAX function of the data
+    (``jit``, ``vmap`` over data sets). Needs a grouping factor.
+
+    The first box spans ``log sigma_y^2`` within 6 of the within-group residual variance's log and
+    ``log sigma_alpha^2`` from 16 below to 6 above the log variance of the group means (in the kernel's
+    coordinates the response has unit spread); two coarse passes shrink it to the posterior's bulk.
+    """
+    g = data.groups
+    dtype = data.rss_within.dtype
+    tiny = jnp.finfo(dtype).tiny
+    n, J = data.num_obs, g.counts.shape[0]
+    p = data.xtx.shape[0]
+    within = jnp.log(jnp.maximum(data.rss_within / jnp.maximum(n - J - p, 1.0), 1e-12) + tiny)
+    between = jnp.log(jnp.var(g.y_mean) + 1e-12 + tiny)
+    lower = jnp.stack([within - 6.0, between - 16.0]).astype(dtype)
+    upper = jnp.stack([within + 6.0, between + 6.0]).astype(dtype)
+    density = jax.vmap(lambda t: log_scales_density(t, data, priors))
+    for drop in (30.0, 16.0):
+        centres, width = _cell_centres(lower, upper, _COARSE)
+        lower, upper = _shrink(lower, upper, density(centres), centres, width, drop)
+    centres, width = _cell_centres(lower, upper, num_cells)
+    values = density(centres)
+    top = jnp.argmax(values)
+    probs = jnp.exp(values - jax.scipy.special.logsumexp(values))
+    counts = jnp.floor(probs * _TOTAL).astype(jnp.int32)
+    counts = counts.at[top].add((_TOTAL - jnp.sum(counts)).astype(jnp.int32))   # integers summing to exactly 2^30
+    log_probs = jnp.where(counts > 0, jnp.log(jnp.maximum(counts, 1).astype(dtype)) - _LOG_TOTAL, -jnp.inf)
+    return ScaleGrid(lower=lower, width=width, log_probs=log_probs.astype(dtype), cumulative=jnp.cumsum(counts),
+                     mode=centres[top], tail_scale=0.5 * (upper - lower))
+
+
+def log_proposal_density(grid: ScaleGrid, t: jax.Array) -> jax.Array:
+    """``log q(t)`` of the mixture proposal."""
+    num = jnp.round(jnp.sqrt(grid.log_probs.shape[0])).astype(jnp.int32)
+    index = jnp.floor((t - grid.lower) / grid.width).astype(jnp.int32)
+    inside = jnp.all((index >= 0) & (index < num))
+    cell = jnp.clip(index[0], 0, num - 1) * num + jnp.clip(index[1], 0, num - 1)
+    log_grid = jnp.where(inside, grid.log_probs[cell] - jnp.sum(jnp.log(grid.width)), -jnp.inf)
+    log_tail = jnp.sum(jax.scipy.stats.cauchy.logpdf(t, grid.mode, grid.tail_scale))
+    return jnp.logaddexp(jnp.log1p(-TAIL_WEIGHT) + log_grid, jnp.log(TAIL_WEIGHT) + log_tail)
+
+
+def _proposal(grid: ScaleGrid, bits: jax.Array, u: jax.Array) -> jax.Array:
+    """``t ~ q`` from 32 random bits (the cell: its top 30 compared with the integer cumulative counts, so its
+    probability is exactly ``p_c``) and five uniforms (a point within the cell, the Cauchy draws by inversion,
+    the mixture's coin)."""
+    num = grid.log_probs.shape[0]
+    side = round(num ** 0.5)
+    dtype = grid.lower.dtype
+    r = (bits >> (32 - _BITS)).astype(jnp.int32)
+    cell = jnp.minimum(jnp.sum(grid.cumulative <= r), num - 1)   # vectorised search of the table
+    corner = jnp.stack([cell // side, cell % side]).astype(dtype)
+    t_grid = grid.lower + (corner + u[0:2]) * grid.width
+    t_tail = grid.mode + grid.tail_scale * jnp.tan(jnp.pi * (u[2:4] - 0.5))
+    return jnp.where(u[4] < TAIL_WEIGHT, t_tail, t_grid)
+
+
+def draw_proposal(rng_key: jax.Array, grid: ScaleGrid) -> jax.Array:
+    """One draw of ``t ~ q``."""
+    key_bits, key_u = jax.random.split(rng_key)
+    return _proposal(grid, jax.random.bits(key_bits, (), jnp.uint32),
+                     jax.random.uniform(key_u, (5,), grid.lower.dtype))
+
+
+def update_scales_grid(rng_key: jax.Array, state: GibbsState, data: LinearData, priors: Priors,
+                       grid: ScaleGrid) -> GibbsState:
+    r"""Draw ``(sigma_y, sigma_alpha)`` by one independence Metropolis-Hastings step on their joint marginal
+    (module docstring); the locations must be redrawn given the new scales before anything conditions on
+    them (:func:`~mlgibbs.conditionals.collapsed.update_locations`, then :func:`~mlgibbs.update_alpha`)."""
+    dtype = state.sigma_y.dtype
+    key_bits, key_u = jax.random.split(rng_key)
+    u = jax.random.uniform(key_u, (6,), dtype)     # the proposal's five and the acceptance's
+    current = jnp.stack([2.0 * jnp.log(state.sigma_y), 2.0 * jnp.log(state.sigma_alpha)]).astype(dtype)
+    proposal = _proposal(grid, jax.random.bits(key_bits, (), jnp.uint32), u[:5])
+    both = jnp.stack([proposal, current])     # one batched evaluation of the two points
+    weight = (jax.vmap(lambda t: log_scales_density(t, data, priors))(both)
+              - jax.vmap(lambda t: log_proposal_density(grid, t))(both))
+    log_ratio = weight[0] - weight[1]
+    accept = jnp.log(u[5]) < log_ratio
+    t = jnp.where(accept, proposal, current)
+    return state._replace(sigma_y=jnp.exp(0.5 * t[0]), sigma_alpha=jnp.exp(0.5 * t[1]))
