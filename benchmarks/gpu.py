@@ -26,23 +26,25 @@ from run import PRIORS, diagnostics, synthetic  # noqa: E402
 
 import mlgibbs as mg  # noqa: E402
 from mlgibbs.run import chain_runner  # noqa: E402
+from mlgibbs.samplers import kernel_data  # noqa: E402
 
 SCALARS = ("beta", "gamma", "sigma_y", "sigma_alpha")
 
 
 def timed_run(model, sampler, num_chains, num_warmup, num_draws):
     kernel = mg.gibbs(model, sampler)
+    data = kernel_data(model, sampler)   # "grid": its proposal tabulated once per model
     key_init, key_run = jax.random.split(jax.random.key(0))
-    init = jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), model.data)
+    init = jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), data)
     keys = jax.random.split(key_run, num_chains)
     run = chain_runner(kernel, num_draws=num_draws, num_warmup=num_warmup,
                        record=lambda s: {k: getattr(s, k) for k in SCALARS},
                        moments=lambda s: {"alpha": s.alpha})
     t0 = time.perf_counter()
-    compiled = run.lower(keys, init, model.data).compile()
+    compiled = run.lower(keys, init, data).compile()
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    draws, _, _ = compiled(keys, init, model.data)
+    draws, _, _ = compiled(keys, init, data)
     jax.block_until_ready(draws)
     sample_s = time.perf_counter() - t0
     user = model.to_user(mg.GibbsState(alpha=None, **draws))  # the reported coordinates

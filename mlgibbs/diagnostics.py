@@ -97,7 +97,7 @@ def warn_if_not_converged(idata, stacklevel: int = 2, advice: str | None = None)
     if problems:
         if advice is None:
             advice = ("Run longer (num_warmup, num_draws), or use a sampler that mixes better for this model "
-                      "(sampler='collapsed' or 'px')")
+                      "(sampler='grid' or 'collapsed')")
         warnings.warn(
             "the draws are not yet usable as a posterior sample: " + "; ".join(problems)
             + f". {advice}; check_convergence=False skips this check",

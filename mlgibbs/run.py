@@ -379,8 +379,8 @@ def sample(
         Chains run in parallel; discarded sweeps per chain; draws kept per chain; sweeps per draw.
     sampler
         Sampler name (see :data:`mlgibbs.samplers.SAMPLERS`): ``"gibbs"``, ``"px"``,
-        ``"collapsed"`` or ``"grid"``. Default ``None``: :func:`mlgibbs.samplers.default_sampler`, the fastest in
-        the benchmarks (``"px"``; ``"collapsed"`` under an inverse-gamma prior on ``sigma_alpha^2``).
+        ``"collapsed"`` or ``"grid"``. Default ``None``: :func:`mlgibbs.samplers.default_sampler`
+        (``"grid"``: nearly independent draws; see the README's benchmarks).
         A multilevel model built from a formula with grouping terms has its own names per family
         (:data:`mlgibbs.run_mixed.MIXED_SAMPLERS`): bernoulli and binomial ``"augmented"`` (Polya-Gamma,
         scales drawn with the locations integrated out), ``"augmented-px"`` (Polya-Gamma, parameter-expanded

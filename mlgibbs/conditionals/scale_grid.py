@@ -44,6 +44,7 @@ sampler. *JASA* 87, 861-868.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -61,7 +62,7 @@ __all__ = ["ScaleGrid", "build_scale_grid", "log_scales_density", "log_proposal_
 TAIL_WEIGHT = 0.02
 #: ``K``: cells per axis of the grid.
 NUM_CELLS = 64
-_COARSE = 48
+_COARSE = 32
 _BITS = 30
 _TOTAL = 2**_BITS
 _LOG_TOTAL = _BITS * 0.6931471805599453
@@ -141,7 +142,10 @@ def build_scale_grid(data: LinearData, priors: Priors, num_cells: int = NUM_CELL
     between = jnp.log(jnp.var(g.y_mean) + 1e-12 + tiny)
     lower = jnp.stack([within - 6.0, between - 16.0]).astype(dtype)
     upper = jnp.stack([within + 6.0, between + 6.0]).astype(dtype)
-    density = jax.vmap(lambda t: log_scales_density(t, data, priors))
+    # points in batches of about 2^22 / J (a batch's temporaries hold points x groups values: bounded memory
+    # at any J; one batch, a plain vmap, up to J = 1,000)
+    batch = max(1, min(num_cells**2, (1 << 22) // max(J, 1)))
+    density = functools.partial(jax.lax.map, lambda t: log_scales_density(t, data, priors), batch_size=batch)
     for drop in (30.0, 16.0):
         centres, width = _cell_centres(lower, upper, _COARSE)
         lower, upper = _shrink(lower, upper, density(centres), centres, width, drop)

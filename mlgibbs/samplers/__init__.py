@@ -23,19 +23,17 @@ SAMPLERS: dict[str, Callable[..., SamplingAlgorithm]] = {
 }
 
 
-#: The sampler :func:`mlgibbs.sample` uses by default: the best in ``benchmarks/`` (min ESS per second;
-#: see the README's table). ``"collapsed"`` stands in where ``"px"`` has no expansion for the prior.
-DEFAULT_SAMPLER = "px"
+#: The sampler :func:`mlgibbs.sample` uses by default (see the README's benchmark table): ``"grid"`` draws
+#: nearly independent samples whatever the shrinkage (radon: min ESS per second 2.8x ``"px"``'s, 3.6x
+#: ``"collapsed"``'s); on large data sets with well-informed groups, where every sampler mixes, ``"gibbs"`` and
+#: ``"px"`` are up to 2x faster per second and remain a ``sampler=`` away.
+DEFAULT_SAMPLER = "grid"
 
 
 def default_sampler(model) -> str:
-    """:data:`DEFAULT_SAMPLER`, or ``"collapsed"`` when the model's prior on ``sigma_alpha`` is
-    inverse-gamma (which the parameter-expanded sampler cannot represent)."""
-    from mlgibbs.priors import InverseGamma
-
-    if DEFAULT_SAMPLER == "px" and isinstance(model.priors.sigma_alpha, InverseGamma) \
-            and model.data.groups is not None:
-        return "collapsed"
+    """:data:`DEFAULT_SAMPLER` (``"grid"`` works under every scale prior; without a grouping factor it is
+    the two-block sampler of a linear regression)."""
+    del model
     return DEFAULT_SAMPLER
 
 
