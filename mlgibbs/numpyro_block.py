@@ -50,7 +50,6 @@ from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from mlgibbs.base import SamplingAlgorithm
@@ -61,6 +60,14 @@ from mlgibbs.samplers.mixed import MixedState, fitted_values, mixed_kernel
 __all__ = ["MultilevelBlock"]
 
 SiteFunction = Callable[[Mapping[str, jax.Array]], Mapping[str, jax.Array]]
+
+
+def _gaussian_log_density(state: MixedState, data: MixedData, resid: jax.Array) -> jax.Array:
+    """``sum_i log N(resid_i | 0, sigma_y^2)`` over the kernel's rows plus the floor no parameter removes, in the
+    user's units (the rows are in units of ``data.y_scale``)."""
+    n = data.num_obs
+    return (-0.5 * (data.rss_floor + jnp.sum(resid**2)) / state.sigma_y**2
+            - n * jnp.log(state.sigma_y * data.y_scale) - 0.5 * n * jnp.log(2.0 * jnp.pi))
 
 
 class MultilevelBlock:
@@ -161,10 +168,7 @@ class MultilevelBlock:
         :math:`-\tfrac12 \sum_i w_i (y_i - \mu_i)^2 / \sigma_y^2 - n \log \sigma_y - \tfrac n2 \log 2\pi`
         (plus :math:`\tfrac12 \sum_i \log w_i` with weights, which is left out)."""
         t_hat = fitted_values(self.structure, data.W, data.codes, state.beta, state.b)
-        n = data.num_obs
-        sigma = state.sigma_y * data.y_scale
-        rss = data.rss_floor + jnp.sum((data.t - t_hat) ** 2)
-        return -0.5 * rss / state.sigma_y**2 - n * jnp.log(sigma) - 0.5 * n * jnp.log(2.0 * jnp.pi)
+        return _gaussian_log_density(state, data, data.t - t_hat)
 
     def log_marginal_likelihood(self, state: MixedState, data: MixedData) -> jax.Array:
         r"""``log p(y | phi, scales, ...)`` with the locations of the model's first chain of factors
@@ -185,9 +189,7 @@ class MultilevelBlock:
         inputs = _chain_inputs(s, 0, state, data, precisions, None, None)
         outside = tuple(f for f in range(s.num_factors) if f not in s.chains[0])
         resid = data.t - _row_effects(s, data, state.b, outside) if outside else data.t
-        n = data.num_obs
-        return (chain_log_normalizer(*inputs) - 0.5 * (data.rss_floor + jnp.sum(resid**2)) / state.sigma_y**2
-                - n * jnp.log(state.sigma_y * data.y_scale) - 0.5 * n * jnp.log(2.0 * jnp.pi))
+        return chain_log_normalizer(*inputs) + _gaussian_log_density(state, data, resid)
 
     def to_state(self, sites: Mapping[str, ArrayLike]) -> MixedState:
         """The kernel state of the block's site values (constrained, the user's units)."""

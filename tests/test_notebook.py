@@ -42,6 +42,23 @@ def _outputs(nb, kind):
             if out.output_type == kind]
 
 
+def _images(nb) -> list:
+    """The figures (``image/png`` outputs) a notebook shows."""
+    return [out for out in _outputs(nb, "execute_result") + _outputs(nb, "display_data")
+            if "image/png" in out.get("data", {})]
+
+
+def _execute(path: Path, tmp_path, monkeypatch):
+    """Run a notebook top to bottom in a fresh ``python3`` kernel (this checkout on ``PYTHONPATH``, the working
+    directory ``tmp_path``, 300 s per cell); raises CellExecutionError on the first failing cell."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
+    nb = nbformat.read(path, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    return nb
+
+
 def _loo_table(nb) -> str:
     """The text of the LOO comparison table the notebook printed."""
     cells = [cell for cell in nb.cells if cell.cell_type == "code" and "loo_compare" in cell.source]
@@ -77,21 +94,14 @@ def test_saved_notebook_has_outputs_and_is_small():
     code = [cell for cell in nb.cells if cell.cell_type == "code"]
     assert code and all(cell.execution_count is not None for cell in code), "saved unexecuted"
     assert not _outputs(nb, "error")
-    images = [out for out in _outputs(nb, "execute_result") + _outputs(nb, "display_data")
-              if "image/png" in out.get("data", {})]
+    images = _images(nb)
     assert len(images) >= 4  # two trace/rank plots, the shrinkage figure, the uranium figure
 
 
 def test_notebook_executes_without_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError on the first failing cell
+    nb = _execute(NOTEBOOK, tmp_path, monkeypatch)
     assert not _outputs(nb, "error")
-    images = [out for out in _outputs(nb, "execute_result") + _outputs(nb, "display_data")
-              if "image/png" in out.get("data", {})]
+    images = _images(nb)
     assert len(images) >= 4
     _check_loo_table(_loo_table(nb))
 
@@ -110,8 +120,7 @@ def _table_text(nb, marker: str) -> str:
 
 def _check_composition(nb) -> None:
     assert not _outputs(nb, "error")
-    images = [out for out in _outputs(nb, "execute_result") + _outputs(nb, "display_data")
-              if "image/png" in out.get("data", {})]
+    images = _images(nb)
     assert len(images) >= 1
     rates = _table_text(nb, '"ESS of tau / s"').splitlines()
     assert [line.split()[0] for line in rates[2:5]] == ["NUTS", "HMCGibbs", "loop"], rates
@@ -129,10 +138,5 @@ def test_composition_notebook_saved_with_outputs_and_small():
 
 
 def test_composition_notebook_executes_without_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p))
-    nb = nbformat.read(COMPOSITION, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()
+    nb = _execute(COMPOSITION, tmp_path, monkeypatch)
     _check_composition(nb)

@@ -36,8 +36,6 @@ about 15% for the loop's collapsed move. The loop is the recommended composition
 
 from __future__ import annotations
 
-import contextlib
-
 import arviz as az
 import jax
 import jax.numpy as jnp
@@ -60,16 +58,6 @@ THRESHOLD = float(stats.norm.ppf(1.0 - FAMILYWISE_ALPHA / (2 * NUM_COMPARISONS))
 MAX_RHAT = 1.01
 
 
-@contextlib.contextmanager
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
-
-
 def _frame():
     return mg.datasets.load_sleepstudy().assign(after=lambda d: (d.Days - 2.0).clip(lower=0))
 
@@ -86,7 +74,7 @@ def _leaves_close(a, b, tol):
 # ------------------------------------------------------------------ 1. the pieces
 @pytest.mark.parametrize("case", ["sleepstudy", "penicillin"])
 def test_uncompressed_data_gives_the_same_sweep(case):
-    with x64():
+    with jax.enable_x64(True):
         if case == "sleepstudy":
             model, columns = _template("float64"), {"after": _frame().after.to_numpy()}
         else:
@@ -106,7 +94,7 @@ def test_uncompressed_data_gives_the_same_sweep(case):
 
 
 def test_sites_round_trip_and_auxiliaries():
-    with x64():
+    with jax.enable_x64(True):
         block = MultilevelBlock(_template("float64"))
         assert set(block.sites) == {"sigma_y", "beta", "gamma_Subject", "L_Subject[Intercept,after]",
                                     "a_Subject[Intercept,after]", "alpha_Subject"}
@@ -152,7 +140,7 @@ def _dense_log_marginal(model, user, tau, weights=None):
 
 
 def test_log_marginal_likelihood_matches_a_dense_computation():
-    with x64():
+    with jax.enable_x64(True):
         block = MultilevelBlock(_template("float64"))
         days = jnp.asarray(_frame().Days.to_numpy(), jnp.float64)
         state = block.kernel.init(jax.random.key(0), block.data())
@@ -371,7 +359,7 @@ def test_gibbs_fn_as_a_custom_gibbs_block(setup):
 def test_log_likelihood_matches_scipy():
     """``log_likelihood`` of a kernel state on the data at a change point: the Gaussian log likelihood of the
     user's parameters from the raw rows (SciPy), with and without weights (whose ``sum log w_i / 2`` is left out)."""
-    with x64():
+    with jax.enable_x64(True):
         block = MultilevelBlock(_template("float64"))
         frame = _frame()
         after = np.maximum(frame.Days.to_numpy() - 1.3, 0.0)

@@ -25,8 +25,6 @@ Simulation-based calibration of the kernel is in ``tests/test_sbc.py`` (the grid
 
 from __future__ import annotations
 
-import contextlib
-
 import arviz as az
 import jax
 import jax.numpy as jnp
@@ -40,16 +38,6 @@ from mlgibbs import priors as P
 from mlgibbs.conditionals import scale_grid as sg
 from mlgibbs.conditionals.collapsed import collapsed_system
 from mlgibbs.samplers import kernel_data, with_scale_grid
-
-
-@contextlib.contextmanager
-def x64():
-    previous = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", previous)
 
 
 def _radon():
@@ -168,7 +156,7 @@ def _z_scores(draws: xr.Dataset, exact: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def small():
-    with x64():
+    with jax.enable_x64(True):
         model, y = _small_model()
         exact = _quadrature(model)
     return model, y, exact
@@ -177,7 +165,7 @@ def small():
 @pytest.mark.parametrize("grid_from", ["own data", "other data"])
 def test_agrees_with_quadrature(small, grid_from):
     model, y, exact = small
-    with x64():
+    with jax.enable_x64(True):
         data = model.data
         source = data if grid_from == "own data" else model.data_for(1.15 * y + 0.5)
         data = data._replace(scale_grid=with_scale_grid(source, model.kernel_priors).scale_grid)
@@ -187,7 +175,7 @@ def test_agrees_with_quadrature(small, grid_from):
 
 def test_ratio_without_the_proposal_density_is_rejected(small, monkeypatch):
     model, _, exact = small
-    with x64():
+    with jax.enable_x64(True):
         data = with_scale_grid(model.data, model.kernel_priors)
         monkeypatch.setattr(sg, "log_proposal_density", lambda grid, t: jnp.zeros((), t.dtype))
         z = _z_scores(_chains(model, data), exact)

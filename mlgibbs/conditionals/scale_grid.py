@@ -160,9 +160,14 @@ def build_scale_grid(data: LinearData, priors: Priors, num_cells: int = NUM_CELL
                      mode=centres[top], tail_scale=0.5 * (upper - lower))
 
 
+def _side(grid: ScaleGrid) -> int:
+    """``K``, the cells per axis (static: from the table's shape)."""
+    return round(grid.log_probs.shape[0] ** 0.5)
+
+
 def log_proposal_density(grid: ScaleGrid, t: jax.Array) -> jax.Array:
     """``log q(t)`` of the mixture proposal."""
-    num = jnp.round(jnp.sqrt(grid.log_probs.shape[0])).astype(jnp.int32)
+    num = _side(grid)
     index = jnp.floor((t - grid.lower) / grid.width).astype(jnp.int32)
     inside = jnp.all((index >= 0) & (index < num))
     cell = jnp.clip(index[0], 0, num - 1) * num + jnp.clip(index[1], 0, num - 1)
@@ -176,7 +181,7 @@ def _proposal(grid: ScaleGrid, bits: jax.Array, u: jax.Array) -> jax.Array:
     probability is exactly ``p_c``) and five uniforms (a point within the cell, the Cauchy draws by inversion,
     the mixture's coin)."""
     num = grid.log_probs.shape[0]
-    side = round(num ** 0.5)
+    side = _side(grid)
     dtype = grid.lower.dtype
     r = (bits >> (32 - _BITS)).astype(jnp.int32)
     cell = jnp.minimum(jnp.sum(grid.cumulative <= r), num - 1)   # vectorised search of the table

@@ -28,14 +28,11 @@ from __future__ import annotations
 
 import functools
 
-import jax
-
-from mlgibbs.base import GibbsState, SamplingAlgorithm, compose
+from mlgibbs.base import SamplingAlgorithm, compose
 from mlgibbs.conditionals import update_alpha, update_sigma_y
 from mlgibbs.conditionals.collapsed import update_locations, update_sigma_alpha_collapsed
-from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
-from mlgibbs.samplers.gibbs import Structure, initial_state, structure_of
+from mlgibbs.samplers.gibbs import Structure, systematic_kernel
 
 __all__ = ["collapsed_kernel"]
 
@@ -66,10 +63,4 @@ def collapsed_kernel(priors: Priors = Priors(), structure: Structure | None = No
         updates.append(functools.partial(update_sigma_y, prior=priors.sigma_y))
         return compose(updates)
 
-    def init(rng_key: jax.Array, data: LinearData) -> GibbsState:
-        return initial_state(rng_key, data, structure or structure_of(data))
-
-    def step(rng_key: jax.Array, state: GibbsState, data: LinearData) -> GibbsState:
-        return updates_for(structure or structure_of(data))(rng_key, state, data)
-
-    return SamplingAlgorithm(init=init, step=step)
+    return systematic_kernel(updates_for, structure)

@@ -37,7 +37,7 @@ from mlgibbs.conditionals import (
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
 
-__all__ = ["Structure", "gibbs_kernel", "initial_state"]
+__all__ = ["Structure", "gibbs_kernel", "initial_state", "systematic_kernel"]
 
 
 class Structure(NamedTuple):
@@ -109,6 +109,20 @@ def initial_state(rng_key: jax.Array, data: LinearData, structure: Structure) ->
     return GibbsState(alpha=alpha, beta=beta, gamma=gamma, sigma_y=sigma_y, sigma_alpha=sigma_alpha)
 
 
+def systematic_kernel(updates_for, structure: Structure | None = None) -> SamplingAlgorithm:
+    """The kernel of a systematic-scan sweep on a :class:`~mlgibbs.GibbsState`: ``init`` the over-dispersed
+    :func:`initial_state`, ``step`` the sweep ``updates_for(structure)`` (the structure read off ``data``
+    when ``None``). The samplers ``"gibbs"``, ``"collapsed"`` and ``"grid"`` differ only in their sweep."""
+
+    def init(rng_key: jax.Array, data: LinearData) -> GibbsState:
+        return initial_state(rng_key, data, structure or structure_of(data))
+
+    def step(rng_key: jax.Array, state: GibbsState, data: LinearData) -> GibbsState:
+        return updates_for(structure or structure_of(data))(rng_key, state, data)
+
+    return SamplingAlgorithm(init=init, step=step)
+
+
 def gibbs_kernel(priors: Priors = Priors(), structure: Structure | None = None) -> SamplingAlgorithm:
     """Build the five-step Gibbs kernel.
 
@@ -147,10 +161,4 @@ def gibbs_kernel(priors: Priors = Priors(), structure: Structure | None = None) 
             updates.append(functools.partial(update_sigma_alpha, prior=priors.sigma_alpha))
         return compose(updates)
 
-    def init(rng_key: jax.Array, data: LinearData) -> GibbsState:
-        return initial_state(rng_key, data, structure or structure_of(data))
-
-    def step(rng_key: jax.Array, state: GibbsState, data: LinearData) -> GibbsState:
-        return updates_for(structure or structure_of(data))(rng_key, state, data)
-
-    return SamplingAlgorithm(init=init, step=step)
+    return systematic_kernel(updates_for, structure)

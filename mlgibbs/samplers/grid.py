@@ -31,7 +31,7 @@ from mlgibbs.conditionals.collapsed import update_locations
 from mlgibbs.conditionals.scale_grid import build_scale_grid, update_scales_grid
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
-from mlgibbs.samplers.gibbs import Structure, initial_state, structure_of
+from mlgibbs.samplers.gibbs import Structure, systematic_kernel
 
 __all__ = ["grid_kernel", "with_scale_grid"]
 
@@ -62,13 +62,7 @@ def grid_kernel(priors: Priors = Priors(), structure: Structure | None = None) -
                             functools.partial(update_sigma_y, prior=priors.sigma_y)])
         return compose([scales, functools.partial(update_locations, priors=priors), update_alpha])
 
-    def init(rng_key: jax.Array, data: LinearData) -> GibbsState:
-        return initial_state(rng_key, data, structure or structure_of(data))
-
-    def step(rng_key: jax.Array, state: GibbsState, data: LinearData) -> GibbsState:
-        return updates_for(structure or structure_of(data))(rng_key, state, data)
-
-    return SamplingAlgorithm(init=init, step=step)
+    return systematic_kernel(updates_for, structure)
 
 
 @functools.lru_cache(maxsize=64)
