@@ -12,7 +12,11 @@ def draw_gaussian_canonical(rng_key: jax.Array, precision: jax.Array, linear: ja
     With ``Q = L L'`` (Cholesky), the draw is ``L'^{-1} (L^{-1} h + z)``, ``z ~ N(0, I)``
     (Rue 2001): two triangular solves, no explicit inverse.
     """
-    chol = jnp.linalg.cholesky(precision)
+    return draw_gaussian_cholesky(rng_key, jnp.linalg.cholesky(precision), linear)
+
+
+def draw_gaussian_cholesky(rng_key: jax.Array, chol: jax.Array, linear: jax.Array) -> jax.Array:
+    """:func:`draw_gaussian_canonical` given the lower Cholesky factor ``L`` of the precision."""
     z = jax.random.normal(rng_key, linear.shape, linear.dtype)
     w = jax.scipy.linalg.solve_triangular(chol, linear, lower=True)
     return jax.scipy.linalg.solve_triangular(chol.T, w + z, lower=False)

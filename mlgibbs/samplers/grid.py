@@ -5,7 +5,8 @@ One sweep:
 1. ``(sigma_y, sigma_alpha) | y`` with ``alpha``, ``beta``, ``gamma`` integrated out: one independence
    Metropolis-Hastings step whose proposal is a grid tabulated once per data set from the scales' joint
    marginal (:mod:`mlgibbs.conditionals.scale_grid`);
-2. ``beta, gamma | sigma, y`` jointly, ``alpha`` integrated out (:func:`~mlgibbs.conditionals.collapsed.update_locations`);
+2. ``beta, gamma | sigma, y`` jointly, ``alpha`` integrated out (drawn from the factorised system that step 1's
+   acceptance ratio computed at the scales it kept: :func:`~mlgibbs.conditionals.scale_grid.update_scales_and_locations_grid`);
 3. ``alpha | beta, gamma, sigma, y`` (:func:`~mlgibbs.update_alpha`).
 
 Step 1 never looks at the locations and steps 2-3 are an exact draw of them given the scales, so when step 1
@@ -28,7 +29,7 @@ import jax
 from mlgibbs.base import GibbsState, SamplingAlgorithm, compose
 from mlgibbs.conditionals import update_alpha, update_sigma_y
 from mlgibbs.conditionals.collapsed import update_locations
-from mlgibbs.conditionals.scale_grid import build_scale_grid, update_scales_grid
+from mlgibbs.conditionals.scale_grid import build_scale_grid, update_scales_and_locations_grid
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
 from mlgibbs.samplers.gibbs import Structure, systematic_kernel
@@ -52,15 +53,15 @@ def grid_kernel(priors: Priors = Priors(), structure: Structure | None = None) -
         ``init(rng_key, data)``, ``step(rng_key, state, data)`` on a :class:`~mlgibbs.GibbsState`.
     """
 
-    def scales(rng_key, state: GibbsState, data: LinearData) -> GibbsState:
+    def scales_and_locations(rng_key, state: GibbsState, data: LinearData) -> GibbsState:
         grid = data.scale_grid if data.scale_grid is not None else build_scale_grid(data, priors)
-        return update_scales_grid(rng_key, state, data, priors, grid)
+        return update_scales_and_locations_grid(rng_key, state, data, priors, grid)
 
     def updates_for(s: Structure):
         if not s.has_groups:   # the two-block sampler of a linear regression
             return compose([functools.partial(update_locations, priors=priors),
                             functools.partial(update_sigma_y, prior=priors.sigma_y)])
-        return compose([scales, functools.partial(update_locations, priors=priors), update_alpha])
+        return compose([scales_and_locations, update_alpha])
 
     return systematic_kernel(updates_for, structure)
 
