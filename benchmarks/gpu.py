@@ -1,6 +1,7 @@
 """GPU checks: 10,000 chains on radon Minnesota, and one data set of n = 1e7 observations.
 
-Run on a machine with a GPU (``pip install -U "jax[cuda12]"`` there), from the repository root::
+Run on a machine with a GPU (``pip install -U "jax[cuda12]"`` or ``"jax[cuda13]"`` there, to match the driver),
+from the repository root (its results of 2026-12-04 on an H200 are in the README)::
 
     python benchmarks/gpu.py                # the full check
     python benchmarks/gpu.py --smoke        # the same code at CPU-friendly sizes
