@@ -229,9 +229,11 @@ def bench_many_groups(num_groups: int, num_draws: int, log, num_chains: int = 2)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"J": num_groups, "n": n, "num_chains": num_chains, "num_draws": num_draws, "wall_s": wall,
            "peak_rss_mb": peak_mb, "alpha_draws_would_need_gb": num_chains * num_draws * num_groups * 4 / 1e9,
-           "groups": sorted(mg.groups(idata))}
+           "groups": sorted(mg.groups(idata)), "sampler": idata.posterior.attrs["sampler"]}
+    out.update(diagnostics({k: np.asarray(idata.posterior[k]) for k in ("beta", "gamma", "sigma_y", "sigma_alpha")}))
     log(f"  J={num_groups:,}: {wall:.1f}s, peak RSS {peak_mb:,.0f} MB "
-        f"(storing alpha would need {out['alpha_draws_would_need_gb']:.1f} GB)")
+        f"(storing alpha would need {out['alpha_draws_would_need_gb']:.1f} GB), "
+        f"min bulk ESS {out['min_ess_bulk']:.0f} of {num_chains * num_draws}")
     return out
 
 

@@ -1,8 +1,8 @@
 """The benchmark scripts run (smoke sizes): they are not timed here, only kept from rotting.
 
 ``benchmarks/gpu.py --smoke`` runs the GPU check's code at CPU-friendly sizes (100 chains on radon,
-n = 1e5) for the default sampler and writes its results file; every row must report a finite
-sampling time and ESS. Speed itself is measured by ``benchmarks/run.py``, never asserted in tests.
+n = 1e5) for one sampler, after one ``mg.sample`` call on radon, and writes its results file; every row
+must report a finite time and ESS. Speed itself is measured by ``benchmarks/run.py``, never asserted in tests.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ def test_gpu_script_smoke(tmp_path):
     out = tmp_path / "gpu_results.json"
     assert gpu.main(["--smoke", "--samplers", "px", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    runs = result["runs"]
+    user, *runs = result["runs"]
+    assert user["run"] == "mg.sample" and user["sampler"] == "grid"     # mg.sample as a user calls it
+    assert math.isfinite(user["second_call_s"]) and user["min_ess_bulk"] > 0 and user["max_rhat"] < 1.1, user
     assert [(r["sampler"], r["num_chains"]) for r in runs] == [("px", 100), ("px", 4)]
     assert runs[1]["n"] == 100_000
     for r in runs:
