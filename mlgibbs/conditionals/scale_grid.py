@@ -219,29 +219,31 @@ def _newton_mode(f, start):
     there: ``(mode, sd, valid)``, ``valid`` where the Hessian is negative definite.
 
     Each step tries the Newton step (a gradient step scaled by the curvature where the Hessian is not negative
-    definite), each coordinate clipped to 1, at fractions 1, 1/2, ..., 1/16 and 0, and keeps the best point: ``f``
-    never decreases, so a step that overshoots or leaves the support is never taken."""
-    grad, hess = jax.grad(f), jax.hessian(f)
-    fractions = jnp.array([1.0, 0.5, 0.25, 0.125, 0.0625, 0.0], start.dtype)
+    definite), scaled down to at most 1 in each coordinate (scaled, not clipped: clipping one coordinate turns a
+    Newton step on a correlated posterior away from the ascent), at fractions 1, 1/2, ..., 1/256 and 0, and keeps
+    the best point: ``f`` never decreases, so a step that overshoots or leaves the support is never taken. The gradient and Hessian come
+    from one forward-over-reverse pass; the standard deviations from the last step's Hessian (taken where that
+    step began, by then a small fraction of a standard deviation from its end), so that the compiled program
+    holds one derivative of ``f``, not two."""
+    dtype = start.dtype
+    fractions = jnp.array([2.0**-k for k in range(9)] + [0.0], dtype)
+    gradient_and_hessian = jax.jacfwd(lambda t: (lambda g: (g, g))(jax.grad(f)(t)), has_aux=True)
 
-    def negative_definite(H):
-        return (H[0, 0] < 0) & (H[0, 0] * H[1, 1] - H[0, 1] * H[1, 0] > 0) & jnp.all(jnp.isfinite(H))
-
-    def step(_, t):
-        g, H = grad(t), hess(t)
-        newton = -jnp.linalg.solve(jnp.where(negative_definite(H), H, -jnp.eye(2, dtype=t.dtype)), g)
-        ascent = g / (jnp.abs(jnp.diag(H)) + 1.0)
-        direction = jnp.where(negative_definite(H), newton, ascent)
-        direction = jnp.clip(jnp.where(jnp.all(jnp.isfinite(direction)), direction, 0.0), -1.0, 1.0)
+    def step(_, carry):
+        t = carry[0]
+        H, g = gradient_and_hessian(t)
+        valid = (H[0, 0] < 0) & (H[0, 0] * H[1, 1] - H[0, 1] * H[1, 0] > 0) & jnp.all(jnp.isfinite(H))
+        safe = jnp.where(valid, H, -jnp.eye(2, dtype=dtype))
+        direction = jnp.where(valid, -jnp.linalg.solve(safe, g), g / (jnp.abs(jnp.diag(H)) + 1.0))
+        direction = jnp.where(jnp.all(jnp.isfinite(direction)), direction, 0.0)
+        direction = direction / jnp.maximum(jnp.max(jnp.abs(direction)), 1.0)   # scaled, not clipped: same direction
         candidates = t + fractions[:, None] * direction
         values = jax.vmap(f)(candidates)
-        return candidates[jnp.argmax(jnp.where(jnp.isnan(values), -jnp.inf, values))]
+        best = jnp.argmax(jnp.where(jnp.isnan(values), -jnp.inf, values))
+        sd = jnp.sqrt(jnp.diag(-jnp.linalg.inv(safe)))
+        return candidates[best], sd, valid & jnp.isfinite(values[best])
 
-    mode = jax.lax.fori_loop(0, _NEWTON_STEPS, step, start)
-    H = hess(mode)
-    valid = negative_definite(H) & jnp.isfinite(f(mode))
-    safe = jnp.where(valid, H, -jnp.eye(2, dtype=start.dtype))
-    sd = jnp.sqrt(jnp.diag(-jnp.linalg.inv(safe)))
+    mode, sd, valid = jax.lax.fori_loop(0, _NEWTON_STEPS, step, (start, jnp.ones(2, dtype), jnp.bool_(False)))
     return mode, sd, valid
 
 
