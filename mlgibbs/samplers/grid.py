@@ -6,7 +6,8 @@ One sweep:
    Metropolis-Hastings step whose proposal is a grid tabulated once per data set from the scales' joint
    marginal (:mod:`mlgibbs.conditionals.scale_grid`);
 2. ``beta, gamma | sigma, y`` jointly, ``alpha`` integrated out (drawn from the factorised system that step 1's
-   acceptance ratio computed at the scales it kept: :func:`~mlgibbs.conditionals.scale_grid.update_scales_and_locations_grid`);
+   acceptance ratio computed at the scales it kept:
+   :func:`~mlgibbs.conditionals.scale_grid.update_scales_and_locations_grid`);
 3. ``alpha | beta, gamma, sigma, y`` (:func:`~mlgibbs.update_alpha`).
 
 Step 1 never looks at the locations and steps 2-3 are an exact draw of them given the scales, so when step 1
