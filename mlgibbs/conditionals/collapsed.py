@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from mlgibbs.base import GibbsState
-from mlgibbs.conditionals._linalg import draw_gaussian_canonical, draw_gaussian_cholesky, location_prior_blocks
+from mlgibbs.conditionals._linalg import draw_gaussian_cholesky, location_prior_blocks
 from mlgibbs.conditionals.slice import slice_sample
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
@@ -163,14 +163,10 @@ def update_locations(rng_key: jax.Array, state: GibbsState, data: LinearData, pr
     (``Q``, ``h``: module docstring). Follow it with :func:`~mlgibbs.update_alpha`, which draws
     ``alpha | beta, gamma, sigma, y``, so that the pair is an exact draw of all the locations.
     """
-    p = data.xtx.shape[0]
     Q, h, _ = collapsed_system(state.sigma_y, state.sigma_alpha, data, priors)
     if h.shape[0] == 0:
         return state
-    theta = draw_gaussian_canonical(rng_key, Q, h)
-    beta = theta[:p] if p > 0 else None
-    gamma = theta[p:] if (data.groups is not None and theta.shape[0] > p) else None
-    return state._replace(beta=beta, gamma=gamma)
+    return draw_locations(rng_key, state, jnp.linalg.cholesky(Q), h, data)
 
 
 def _width(count) -> jax.Array:
