@@ -58,9 +58,10 @@ def release_if_needed(fraction: float = FRACTION) -> bool:
         return False
     import jax
 
-    from mlgibbs import run, run_mixed
+    from mlgibbs import _ahead, run, run_mixed
 
     jax.clear_caches()
+    _ahead.clear()
     for cache in (run._chain_runner, run._select, run._sampling_program, run.init_program, run_mixed._program):
         cache.cache_clear()
     gc.collect()

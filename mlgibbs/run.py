@@ -14,7 +14,8 @@ from mlgibbs.base import GibbsState, SamplingAlgorithm
 from mlgibbs.logdensity import log_joint, pointwise_log_likelihood, predict_mean
 from mlgibbs.models import standardize as std_mod
 from mlgibbs.models.data import to_device
-from mlgibbs.samplers import default_sampler, gibbs, kernel_data
+from mlgibbs._ahead import compile_ahead
+from mlgibbs.samplers import default_sampler, gibbs, kernel_data, kernel_data_shape
 
 __all__ = ["sample", "sample_chains", "chain_runner", "last_state", "add_log_likelihood", "as_key",
            "MAX_LOG_LIKELIHOOD_VALUES"]
@@ -496,10 +497,16 @@ def sample(
         posterior_predictive=bool(posterior_predictive),
         lp_priors=_scale_priors(model) if complete else None, progress=progress_bar,
     )
+    # the sampling program compiles on a second thread while the grid is tabulated and the starts drawn
+    data_shape = kernel_data_shape(model, sampler)
+    state_shape = (initial_state if initial_state is not None
+                   else jax.eval_shape(init_program(kernel, num_chains), rng_key, data_shape))
+    ahead = compile_ahead(program, (rng_key, data_shape, state_shape, _aux(model), num_warmup, thin,
+                                    np.int32(first_sweep)))
     data = kernel_data(model, sampler)   # model.data, with what the sampler tabulates once per model
     if initial_state is None:
         initial_state = init_program(kernel, num_chains)(rng_key, data)
-    out = run_program(program, (rng_key, data, initial_state, _aux(model)), num_warmup=num_warmup,
+    out = run_program(ahead.result(), (rng_key, data, initial_state, _aux(model)), num_warmup=num_warmup,
                       num_draws=num_draws, thin=thin, first_sweep=first_sweep, num_chains=num_chains,
                       progress_bar=progress_bar)
 

@@ -303,7 +303,8 @@ def test_grid_finds_a_mode_between_the_coarse_centres():
                      / (e**2).sum() for e in np.diag(h)]
         sd = 1.0 / np.sqrt(-np.array(curvature))      # conditional sds: at most the marginal ones
         # Newton's method from where the old grid put its mode (8 and 16 sds off, on a correlated posterior)
-        found, found_sd, valid = jax.jit(lambda s: sg._newton_mode(f, s))(jnp.asarray([0.0385, -3.09]))
+        found, _, found_sd, valid = jax.jit(lambda s: sg._newton_search(
+            lambda t: sg._density_and_derivatives(t, data, model.kernel_priors), s))(jnp.asarray([0.0385, -3.09]))
         assert bool(valid) and np.all(np.abs(np.asarray(found) - mode) < 0.1 * sd), (found, mode, sd)
         assert np.all(np.asarray(found_sd) > sd) and np.all(np.asarray(found_sd) < 3 * sd)   # marginal >= conditional
         grid = data.scale_grid

@@ -56,6 +56,7 @@ __all__ = [
     "collapsed_system",
     "draw_locations",
     "log_marginal_scales",
+    "log_marginal_scales_derivatives",
     "marginal_and_system",
     "update_locations",
     "update_scales_collapsed",
@@ -109,15 +110,7 @@ def marginal_and_system(sigma_y, sigma_alpha, data: LinearData, priors: Priors):
     p = data.xtx.shape[0]
     Q, h, w = collapsed_system(sigma_y, sigma_alpha, data, priors)
     d = h.shape[0]
-    n = data.num_obs
-    J = 0 if data.groups is None else data.groups.counts.shape[0]
-    # the two n-sized terms relative to the data's own s^2 (module docstring): accurate in float32 at any n
-    dof = jnp.maximum(n - J - p, 1.0)
-    positive = data.rss_within > 0
-    s = jnp.sqrt(jnp.where(positive, data.rss_within, 1.0) / dof)
-    delta = 2.0 * jnp.log1p((sigma_y - s) / s)                        # log(sigma_y^2 / s^2)
-    lp = (priors.sigma_y.log_prob(sigma_y) - 0.5 * (n - J) * delta
-          - 0.5 * jnp.where(positive, dof, 0.0) * jnp.expm1(-delta))  # e_w / s^2 = dof where e_w > 0
+    lp = _scale_terms(sigma_y, sigma_alpha, data, priors)
     quad = 0.0
     chol = None
     if d > 0:
@@ -136,8 +129,114 @@ def marginal_and_system(sigma_y, sigma_alpha, data: LinearData, priors: Priors):
         G = jnp.concatenate([g.x_mean, g.U], axis=1)
         resid = g.y_mean - (G @ theta if d > 0 else 0.0)
         quad = quad + jnp.sum(w * resid**2)
-        lp = lp + 0.5 * jnp.sum(jnp.log(w)) + priors.sigma_alpha.log_prob(sigma_alpha)
+        lp = lp + 0.5 * jnp.sum(jnp.log(w))
     return lp - 0.5 * quad, chol, h
+
+
+def _scale_terms(sigma_y, sigma_alpha, data: LinearData, priors: Priors):
+    """The terms of :func:`log_marginal_scales` that need no linear algebra: the scale priors and the two
+    ``n``-sized terms, the latter relative to the data's own ``s^2`` (module docstring): accurate in float32 at
+    any ``n``."""
+    p = data.xtx.shape[0]
+    n = data.num_obs
+    J = 0 if data.groups is None else data.groups.counts.shape[0]
+    dof = jnp.maximum(n - J - p, 1.0)
+    positive = data.rss_within > 0
+    s = jnp.sqrt(jnp.where(positive, data.rss_within, 1.0) / dof)
+    delta = 2.0 * jnp.log1p((sigma_y - s) / s)                        # log(sigma_y^2 / s^2)
+    lp = (priors.sigma_y.log_prob(sigma_y) - 0.5 * (n - J) * delta
+          - 0.5 * jnp.where(positive, dof, 0.0) * jnp.expm1(-delta))  # e_w / s^2 = dof where e_w > 0
+    if data.groups is not None:
+        lp = lp + priors.sigma_alpha.log_prob(sigma_alpha)
+    return lp
+
+
+def log_marginal_scales_derivatives(t: jax.Array, data: LinearData, priors: Priors):
+    r"""Gradient and Hessian of :func:`log_marginal_scales` in ``t = (log sigma_y^2, log sigma_alpha^2)``, in
+    closed form: ``(gradient, hessian)``, each of the density *without* the Jacobian ``(t_1 + t_2) / 2``
+    (constant first derivatives, no second). Needs a grouping factor.
+
+    With ``v_j = e^{t_1} / n_j + e^{t_2} = 1 / w_j``, ``a = e^{-t_1}`` the within-group precision factor,
+    ``\hat	heta = Q^{-1} h``, ``e = ar y - G \hat	heta`` and ``r = |R_w(\hateta - b_w)|^2``, the
+    linear-algebra part ``B = 	frac12 \sum_j \log w_j - 	frac12 \log|Q| - 	frac12 S`` has (envelope theorem:
+    ``\partial S`` is the quadratic's partial derivative at ``\hat	heta``)
+
+    .. math::
+
+        \partial_k B = -	frac12 \sum_j w_j \partial_k v_j - 	frac12 \operatorname{tr}(Q^{-1}\partial_k Q)
+                       - 	frac12 (\partial_k a\, r + 	extstyle\sum_j \partial_k w_j e_j^2),
+
+        \partial_k\partial_l B = 	frac12 \sum_j \partial_{kl} \log w_j
+            - 	frac12 ig[\operatorname{tr}(Q^{-1}\partial_{kl} Q)
+                            - \operatorname{tr}(Q^{-1}\partial_k Q\, Q^{-1}\partial_l Q)ig]
+            - 	frac12 ig(\partial_{kl} a\, r + 	extstyle\sum_j \partial_{kl} w_j e_j^2
+                            - 2 u_k' Q^{-1} u_lig),
+
+    ``u_k = \partial_k Q \hat	heta - \partial_k h = \partial_k a\, R_w'R_w(\hateta - b_w) - G'(\partial_k w
+    \odot e)``, ``\partial_k Q = \partial_k a\, R_w'R_w + G' \operatorname{diag}(\partial_k w) G``. The scale
+    priors and the ``n``-sized terms are scalar functions of ``t``, differentiated by JAX. Every term is a sum
+    of ``O(J d^2)`` products: the cost of a few evaluations of the density, and a small compiled program (JAX's
+    derivatives through the Cholesky factorisation compiled about 1.5 s longer, paid before a first draw).
+    """
+    g = data.groups
+    dtype = t.dtype
+    p = data.xtx.shape[0]
+
+    def scalars(t):
+        return _scale_terms(jnp.exp(0.5 * t[0]), jnp.exp(0.5 * t[1]), data, priors)
+
+    hessian, gradient = jax.jacfwd(lambda s: (lambda r: (r, r))(jax.grad(scalars)(s)), has_aux=True)(t)
+
+    a = jnp.exp(-t[0])
+    c = jnp.exp(t[0]) / g.counts                         # d v_j / d t_1 (= d^2 v_j / d t_1^2)
+    b = jnp.broadcast_to(jnp.exp(t[1]), c.shape)         # d v_j / d t_2 (= d^2 v_j / d t_2^2)
+    w = 1.0 / (c + b)
+    dv = jnp.stack([c, b])                               # (2, J)
+    dw = -(w**2) * dv
+    d2w = 2.0 * w**3 * dv[:, None] * dv[None] - w**2 * jnp.eye(2, dtype=dtype)[:, :, None] * dv[:, None]
+    d2logw = w**2 * dv[:, None] * dv[None] - w * jnp.eye(2, dtype=dtype)[:, :, None] * dv[:, None]
+    da = jnp.stack([-a, jnp.zeros_like(a)])
+    d2a = jnp.zeros((2, 2), dtype).at[0, 0].set(a)
+    gradient = gradient - 0.5 * jnp.sum(w * dv, axis=1)
+    hessian = hessian + 0.5 * jnp.sum(d2logw, axis=2)
+
+    G = jnp.concatenate([g.x_mean, g.U], axis=1)
+    d = G.shape[1]
+    sigma_y, sigma_alpha = jnp.exp(0.5 * t[0]), jnp.exp(0.5 * t[1])
+    Q, h, _ = collapsed_system(sigma_y, sigma_alpha, data, priors)
+    if d > 0:
+        chol = jnp.linalg.cholesky(Q)
+        theta = jax.scipy.linalg.cho_solve((chol, True), h)
+        e = g.y_mean - G @ theta
+        inverse = jax.scipy.linalg.cho_solve((chol, True), jnp.eye(d, dtype=dtype))
+        Z = jax.scipy.linalg.solve_triangular(chol, G.T, lower=True)
+        leverage = jnp.sum(Z**2, axis=0)                 # G_j Q^{-1} G_j'
+        RR = jnp.zeros((d, d), dtype)
+        within = jnp.zeros((d,), dtype)
+        r = jnp.zeros((), dtype)
+        if p > 0:
+            resid_w = data.chol_within @ (theta[:p] - data.beta_within)
+            RR = RR.at[:p, :p].set(data.chol_within.T @ data.chol_within)
+            within = within.at[:p].set(data.chol_within.T @ resid_w)
+            r = jnp.sum(resid_w**2)
+        trace_RR = jnp.sum(inverse * RR)
+        dQ = da[:, None, None] * RR + jnp.einsum("kj,ja,jb->kab", dw, G, G)
+        M = jnp.einsum("ab,kbc->kac", inverse, dQ)       # Q^{-1} dQ_k
+        u = da[:, None] * within - (dw * e) @ G          # (2, d)
+        trace_dQ = da * trace_RR + dw @ leverage
+        trace_d2Q = d2a * trace_RR + d2w @ leverage
+        trace_MM = jnp.einsum("kab,lba->kl", M, M)
+        uQu = u @ inverse @ u.T
+    else:
+        e = g.y_mean
+        r = jnp.zeros((), dtype)
+        trace_dQ = jnp.zeros(2, dtype)
+        trace_d2Q = trace_MM = uQu = jnp.zeros((2, 2), dtype)
+    dS = da * r + dw @ e**2
+    d2S = d2a * r + d2w @ e**2 - 2.0 * uQu
+    gradient = gradient - 0.5 * trace_dQ - 0.5 * dS
+    hessian = hessian - 0.5 * (trace_d2Q - trace_MM) - 0.5 * d2S
+    return gradient, hessian
 
 
 def draw_locations(rng_key: jax.Array, state: GibbsState, chol: jax.Array | None, h: jax.Array,

@@ -59,12 +59,12 @@ import jax
 import jax.numpy as jnp
 
 from mlgibbs.base import GibbsState
-from mlgibbs.conditionals.collapsed import draw_locations, marginal_and_system
+from mlgibbs.conditionals.collapsed import draw_locations, log_marginal_scales_derivatives, marginal_and_system
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
 
-__all__ = ["ScaleGrid", "build_scale_grid", "log_scales_density", "log_proposal_density", "draw_proposal",
-           "update_scales_grid", "update_scales_and_locations_grid", "TAIL_WEIGHT", "NUM_CELLS"]
+__all__ = ["ScaleGrid", "build_scale_grid", "scale_grid_shape", "log_scales_density", "log_proposal_density",
+           "draw_proposal", "update_scales_grid", "update_scales_and_locations_grid", "TAIL_WEIGHT", "NUM_CELLS"]
 
 #: ``epsilon``: the Cauchy component's share of the proposal.
 TAIL_WEIGHT = 0.02
@@ -77,7 +77,7 @@ _RESOLVED = 8
 #: ``log sigma_y^2`` to the about ``10 sqrt(2 / n)`` of a posterior resolved at ``n = 1e9``
 _MAX_PASSES = 6
 #: Newton steps to the mode, and the Laplace standard deviations around it that the box always holds
-_NEWTON_STEPS = 25
+_NEWTON_STEPS = 60
 _LAPLACE_SDS = 6.0
 _BITS = 30
 _TOTAL = 2**_BITS
@@ -127,6 +127,23 @@ def _density_and_system(t, data, priors):
     return jnp.where(jnp.isfinite(value), value, -jnp.inf), chol, h
 
 
+def scale_grid_shape(data: LinearData, num_cells: int = NUM_CELLS) -> ScaleGrid:
+    """The shapes and dtypes of :func:`build_scale_grid`'s result (``jax.ShapeDtypeStruct`` leaves), without
+    tabulating: what a program that takes the grid as an input is compiled for while the grid is built."""
+    dtype = data.rss_within.dtype
+    pair = jax.ShapeDtypeStruct((2,), dtype)
+    cells = num_cells**2
+    return ScaleGrid(lower=pair, width=pair, log_probs=jax.ShapeDtypeStruct((cells,), dtype),
+                     cumulative=jax.ShapeDtypeStruct((cells,), jnp.int32), mode=pair, tail_scale=pair)
+
+
+def _density_and_derivatives(t, data, priors):
+    """``f(t)``, its gradient and its Hessian (the latter two in closed form:
+    :func:`~mlgibbs.conditionals.collapsed.log_marginal_scales_derivatives`, plus the Jacobian's ``1/2``)."""
+    gradient, hessian = log_marginal_scales_derivatives(t, data, priors)
+    return log_scales_density(t, data, priors), gradient + 0.5, hessian
+
+
 def _cell_centres(lower, upper, num):
     """Centres of a ``num x num`` grid of cells covering the box, row-major, and the cell widths."""
     width = (upper - lower) / num
@@ -147,6 +164,28 @@ def _shrink(lower, upper, values, centres, width, drop):
     return jnp.where(ok, low, lower), jnp.where(ok, high, upper)
 
 
+def _batch_size(num_groups: int, points: int) -> int:
+    """Points evaluated at once: the largest power of two up to ``points`` with at most about ``2^22`` values of
+    ``points x groups`` temporaries (bounded memory at any ``J``; all points at once up to ``J = 4,096``). A power
+    of two divides every batch of points evaluated, so that the compiled program holds one copy of ``f``."""
+    fits = max(1, (1 << 22) // max(num_groups, 1))
+    return min(points, 1 << (fits.bit_length() - 1))
+
+
+class _Search(NamedTuple):
+    """The state of :func:`build_scale_grid`'s one loop: coarse passes, then the final grid in parts."""
+    lower: jax.Array
+    upper: jax.Array
+    passes: jax.Array        # coarse passes done
+    zooming: jax.Array       # another coarse pass is due
+    part: jax.Array          # parts of the final grid evaluated
+    mode: jax.Array          # Newton's mode so far, its log density and Laplace sds, and whether it is one
+    mode_value: jax.Array
+    sd: jax.Array
+    valid: jax.Array
+    values: jax.Array        # the final grid's log densities, padded to whole parts
+
+
 def build_scale_grid(data: LinearData, priors: Priors, num_cells: int = NUM_CELLS) -> ScaleGrid:
     """Tabulate the proposal of the scales for ``data`` (module docstring): a pure JAX function of the data
     (``jit``, ``vmap`` over data sets). Needs a grouping factor.
@@ -156,9 +195,15 @@ def build_scale_grid(data: LinearData, priors: Priors, num_cells: int = NUM_CELL
     coordinates the response has unit spread); coarse ``32 x 32`` passes shrink it to the posterior's bulk
     (the cells within 30 of the highest log density, then within 16) until that bulk spans at least 8 coarse
     cells on each axis, at most 6 passes (two suffice on radon; large ``n`` needs more: at ``n = 1e7`` the
-    posterior of ``log sigma_y^2`` is about ``1e-3`` wide in a first box 12 wide). After the first pass, Newton
-    steps from its best centre find the mode, and every box from then on holds the mode plus and minus 6 Laplace
-    standard deviations: the bulk of a posterior narrower than a coarse cell is never cut off.
+    posterior of ``log sigma_y^2`` is about ``1e-3`` wide in a first box 12 wide). After each pass, Newton
+    steps from the best point found so far find the mode, and every box from then on holds the mode plus and
+    minus 6 Laplace standard deviations: the bulk of a posterior narrower than a coarse cell is never cut off.
+
+    Every evaluation of ``f`` -- each coarse pass, each ``32 x 32`` part of the final grid -- is one call of the
+    same batched function inside one loop, and Newton's steps take ``f`` with its derivatives in closed form
+    (:func:`~mlgibbs.conditionals.collapsed.log_marginal_scales_derivatives`): the compiled program holds ``f``
+    twice, which keeps its compilation, paid once per data shape before the first draw, short (radon, 2 cores:
+    2.0-2.5 s; 3.3-4.2 s when it held ``f`` five times and JAX's Hessian through the Cholesky factor).
     """
     g = data.groups
     dtype = data.rss_within.dtype
@@ -169,42 +214,62 @@ def build_scale_grid(data: LinearData, priors: Priors, num_cells: int = NUM_CELL
     between = jnp.log(jnp.var(g.y_mean) + 1e-12 + tiny)
     lower = jnp.stack([within - 6.0, between - 16.0]).astype(dtype)
     upper = jnp.stack([within + 6.0, between + 6.0]).astype(dtype)
-    # points in batches of about 2^22 / J (a batch's temporaries hold points x groups values: bounded memory
-    # at any J; one batch, a plain vmap, up to J = 1,000)
-    batch = max(1, min(num_cells**2, (1 << 22) // max(J, 1)))
-    density = functools.partial(jax.lax.map, lambda t: log_scales_density(t, data, priors), batch_size=batch)
 
-    def coarse_pass(lower, upper, drop):
-        centres, width = _cell_centres(lower, upper, _COARSE)
-        values = density(centres)
-        new_lower, new_upper = _shrink(lower, upper, values, centres, width, drop)
+    def f(t):
+        return log_scales_density(t, data, priors)
+
+    size = _COARSE**2                      # points per evaluation
+    parts = -(-num_cells**2 // size)       # evaluations of the final grid
+    batch = _batch_size(J, size)
+    evaluate = jax.vmap(f) if batch == size else functools.partial(jax.lax.map, f, batch_size=batch)
+
+    def final_centres(lower, upper):
+        centres, width = _cell_centres(lower, upper, num_cells)
+        padded = jnp.concatenate([centres, jnp.broadcast_to(centres[:1], (parts * size - num_cells**2, 2))])
+        return padded, width
+
+    def after_coarse(s: _Search, centres, values) -> _Search:
+        width = (s.upper - s.lower) / _COARSE
+        drop = jnp.where(s.passes == 0, 30.0, 16.0)
+        lower, upper = _shrink(s.lower, s.upper, values, centres, width, drop)
         # resolved: the cells kept span at least _RESOLVED cells on each axis (the new box adds 1.5 per side)
-        resolved = jnp.all((new_upper - new_lower) >= (_RESOLVED + 2) * width * (1 - 1e-3))
-        return new_lower, new_upper, resolved, centres[jnp.argmax(values)]
+        resolved = jnp.all((upper - lower) >= (_RESOLVED + 2) * width * (1 - 1e-3))
+        # the mode by Newton's method from the best point so far, and the box always holding mode +- 6 Laplace
+        # sds: a posterior narrower than a coarse cell can sit between the centres, and the cells kept around the
+        # best centre can then miss it (J = 1e5 groups of 2: the box missed the mode by 16 sds, acceptance 5%)
+        top = jnp.argmax(jnp.where(jnp.isnan(values), -jnp.inf, values))
+        from_centre = ~(s.mode_value >= values[top])
+        start = jnp.where(from_centre, centres[top], s.mode)
+        mode, value, sd, valid = _newton_search(lambda t: _density_and_derivatives(t, data, priors), start)
+        keep = valid & ~(value < s.mode_value)      # never worse than the mode already found
+        mode, value = jnp.where(keep, mode, s.mode), jnp.where(keep, value, s.mode_value)
+        sd, valid = jnp.where(keep, sd, s.sd), keep | s.valid
+        lower = jnp.where(valid, jnp.minimum(lower, mode - _LAPLACE_SDS * sd), lower)
+        upper = jnp.where(valid, jnp.maximum(upper, mode + _LAPLACE_SDS * sd), upper)
+        passes = s.passes + 1
+        zooming = (passes < _MAX_PASSES) & ((passes == 1) | ~resolved)
+        return s._replace(lower=lower, upper=upper, passes=passes, zooming=zooming, mode=mode, mode_value=value,
+                          sd=sd, valid=valid)
 
-    lower, upper, _, best = coarse_pass(lower, upper, 30.0)
-    # the mode by Newton's method from the best centre, and the box always holding mode +- 6 Laplace sds: a
-    # posterior narrower than a coarse cell can sit between the centres, and the cells kept around the best
-    # centre can then miss it (J = 1e5 groups of 2: the box missed the mode by 16 sds, acceptance 5%)
-    mode, sd, valid = _newton_mode(lambda t: log_scales_density(t, data, priors), best)
-    around = (mode - _LAPLACE_SDS * sd, mode + _LAPLACE_SDS * sd)
+    def after_final(s: _Search, centres, values) -> _Search:
+        del centres
+        values = jax.lax.dynamic_update_slice(s.values, values.astype(s.values.dtype), (s.part * size,))
+        return s._replace(values=values, part=s.part + 1)
 
-    def include_mode(lower, upper):
-        return (jnp.where(valid, jnp.minimum(lower, around[0]), lower),
-                jnp.where(valid, jnp.maximum(upper, around[1]), upper))
+    def body(s: _Search) -> _Search:
+        coarse, _ = _cell_centres(s.lower, s.upper, _COARSE)
+        final = jax.lax.dynamic_slice(final_centres(s.lower, s.upper)[0], (s.part * size, jnp.int32(0)), (size, 2))
+        centres = jnp.where(s.zooming, coarse, final)
+        values = evaluate(centres)
+        return jax.lax.cond(s.zooming, after_coarse, after_final, s, centres, values)
 
-    lower, upper = include_mode(lower, upper)
-
-    def zoom(carry):
-        lower, upper, passes, _ = carry
-        lower, upper, resolved, _ = coarse_pass(lower, upper, 16.0)
-        lower, upper = include_mode(lower, upper)
-        return lower, upper, passes + 1, resolved
-
-    lower, upper, _, _ = jax.lax.while_loop(lambda c: (c[2] < _MAX_PASSES - 1) & ~c[3], zoom,
-                                            (lower, upper, 0, jnp.bool_(False)))
-    centres, width = _cell_centres(lower, upper, num_cells)
-    values = density(centres)
+    start = _Search(lower=lower, upper=upper, passes=jnp.int32(0), zooming=jnp.bool_(True), part=jnp.int32(0),
+                    mode=0.5 * (lower + upper), mode_value=jnp.asarray(-jnp.inf, dtype), sd=jnp.ones(2, dtype),
+                    valid=jnp.bool_(False), values=jnp.zeros(parts * size, dtype))
+    s = jax.lax.while_loop(lambda s: s.zooming | (s.part < parts), body, start)
+    lower, upper = s.lower, s.upper
+    centres, width = final_centres(lower, upper)
+    values = s.values[:num_cells**2]
     top = jnp.argmax(values)
     probs = jnp.exp(values - jax.scipy.special.logsumexp(values))
     counts = jnp.floor(probs * _TOTAL).astype(jnp.int32)
@@ -214,38 +279,53 @@ def build_scale_grid(data: LinearData, priors: Priors, num_cells: int = NUM_CELL
                      mode=centres[top], tail_scale=0.5 * (upper - lower))
 
 
-def _newton_mode(f, start):
-    """The mode of ``f`` (two variables) by damped Newton steps from ``start``, and the Laplace standard deviations
-    there: ``(mode, sd, valid)``, ``valid`` where the Hessian is negative definite.
+def _newton_search(derivatives, start):
+    """The mode of ``f`` (two variables) by damped Newton steps from ``start``: ``(mode, f(mode), sd, valid)``,
+    ``sd`` the Laplace standard deviations there and ``valid`` where the Hessian is negative definite;
+    ``derivatives(t)`` gives ``(f(t), gradient, Hessian)``.
 
     Each step tries the Newton step (a gradient step scaled by the curvature where the Hessian is not negative
     definite), scaled down to at most 1 in each coordinate (scaled, not clipped: clipping one coordinate turns a
-    Newton step on a correlated posterior away from the ascent), at fractions 1, 1/2, ..., 1/256 and 0, and keeps
-    the best point: ``f`` never decreases, so a step that overshoots or leaves the support is never taken. The
-    gradient and Hessian come from one forward-over-reverse pass; the standard deviations from the last step's
-    Hessian (taken where that step began, by then a small fraction of a standard deviation from its end), so that
-    the compiled program holds one derivative of ``f``, not two. (That derivative is about half the tabulation's
-    compile time; derivatives in closed form would save it.)"""
+    Newton step on a correlated posterior away from the ascent), and halves it, down to 1/256, until ``f`` does
+    not decrease: a step that overshoots or leaves the support is never taken. It stops when a step is below
+    ``1e-3`` standard deviations, or after ``_NEWTON_STEPS`` evaluations."""
     dtype = start.dtype
-    fractions = jnp.array([2.0**-k for k in range(9)] + [0.0], dtype)
-    gradient_and_hessian = jax.jacfwd(lambda t: (lambda g: (g, g))(jax.grad(f)(t)), has_aux=True)
+    eye = jnp.eye(2, dtype=dtype)
 
-    def step(_, carry):
-        t = carry[0]
-        H, g = gradient_and_hessian(t)
-        valid = (H[0, 0] < 0) & (H[0, 0] * H[1, 1] - H[0, 1] * H[1, 0] > 0) & jnp.all(jnp.isfinite(H))
-        safe = jnp.where(valid, H, -jnp.eye(2, dtype=dtype))
-        direction = jnp.where(valid, -jnp.linalg.solve(safe, g), g / (jnp.abs(jnp.diag(H)) + 1.0))
-        direction = jnp.where(jnp.all(jnp.isfinite(direction)), direction, 0.0)
-        direction = direction / jnp.maximum(jnp.max(jnp.abs(direction)), 1.0)   # scaled, not clipped: same direction
-        candidates = t + fractions[:, None] * direction
-        values = jax.vmap(f)(candidates)
-        best = jnp.argmax(jnp.where(jnp.isnan(values), -jnp.inf, values))
-        sd = jnp.sqrt(jnp.diag(-jnp.linalg.inv(safe)))
-        return candidates[best], sd, valid & jnp.isfinite(values[best])
+    def body(c):
+        k, trial, base, base_value, base_hessian, direction, fraction, _ = c
+        value, gradient, H = derivatives(trial)
+        better = jnp.isfinite(value) & ~(value < base_value)
+        concave = ((H[0, 0] < 0) & (H[0, 0] * H[1, 1] - H[0, 1] * H[1, 0] > 0) & jnp.all(jnp.isfinite(H))
+                   & jnp.all(jnp.isfinite(gradient)))
+        covariance = _inverse_2x2(-jnp.where(concave, H, -eye))
+        step = jnp.where(concave, covariance @ gradient, gradient / (jnp.abs(jnp.diag(H)) + 1.0))
+        step = jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
+        step = step / jnp.maximum(jnp.max(jnp.abs(step)), 1.0)    # scaled, not clipped: the same direction
+        sd = jnp.sqrt(jnp.diag(covariance))
+        converged = better & concave & jnp.all(jnp.abs(step) <= 1e-3 * sd)
+        base = jnp.where(better, trial, base)
+        base_value = jnp.where(better, value, base_value)
+        base_hessian = jnp.where(better, jnp.where(concave, H, jnp.full_like(H, jnp.nan)), base_hessian)
+        direction = jnp.where(better, step, direction)
+        fraction = jnp.where(better, 1.0, 0.5 * fraction).astype(dtype)
+        done = converged | (fraction < 2.0**-8)
+        return k + 1, base + fraction * direction, base, base_value, base_hessian, direction, fraction, done
 
-    mode, sd, valid = jax.lax.fori_loop(0, _NEWTON_STEPS, step, (start, jnp.ones(2, dtype), jnp.bool_(False)))
-    return mode, sd, valid
+    nan = jnp.full((2, 2), jnp.nan, dtype)
+    init = (jnp.int32(0), start, start, jnp.asarray(-jnp.inf, dtype), nan, jnp.zeros(2, dtype), jnp.asarray(1.0, dtype),
+            jnp.bool_(False))
+    _, _, mode, value, H, _, _, _ = jax.lax.while_loop(lambda c: (c[0] < _NEWTON_STEPS) & ~c[-1], body, init)
+    valid = jnp.isfinite(value) & jnp.all(jnp.isfinite(H))
+    sd = jnp.sqrt(jnp.diag(_inverse_2x2(-jnp.where(valid, H, -eye))))
+    return mode, value, sd, valid
+
+
+def _inverse_2x2(A):
+    """``A^{-1}`` of a ``2 x 2`` matrix, written out (a general solver's program costs more to compile here
+    than everything else in Newton's step)."""
+    adjugate = jnp.array([[A[1, 1], -A[0, 1]], [-A[1, 0], A[0, 0]]])
+    return adjugate / (A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0])
 
 
 def _side(grid: ScaleGrid) -> int:

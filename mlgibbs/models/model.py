@@ -155,6 +155,10 @@ class Model:
             self._cache[key] = build()
         return self._cache[key]
 
+    def is_cached(self, key) -> bool:
+        """Whether :meth:`cached` has built ``key`` for this model."""
+        return key in self._cache
+
     @property
     def num_obs(self) -> int:
         return int(self.y.shape[0])

@@ -12,7 +12,8 @@ from mlgibbs.samplers.grid import grid_kernel, with_scale_grid
 from mlgibbs.samplers.px import px_kernel
 
 __all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "default_sampler", "gibbs", "gibbs_kernel", "collapsed_kernel", "px_kernel",
-           "grid_kernel", "with_scale_grid", "kernel_data", "Structure", "initial_state", "structure_of"]
+           "grid_kernel", "with_scale_grid", "kernel_data", "kernel_data_shape", "Structure", "initial_state",
+           "structure_of"]
 
 #: Kernel factories by name: ``factory(priors, structure) -> SamplingAlgorithm``.
 SAMPLERS: dict[str, Callable[..., SamplingAlgorithm]] = {
@@ -43,6 +44,17 @@ def kernel_data(model, sampler: str):
     if sampler != "grid":
         return model.data
     return model.cached(("scale_grid",), lambda: with_scale_grid(model.data, model.kernel_priors))
+
+
+def kernel_data_shape(model, sampler: str):
+    """:func:`kernel_data` as far as a compiled program needs it, without tabulating anything: the grid's
+    arrays as ``jax.ShapeDtypeStruct`` until it is built (:func:`~mlgibbs.conditionals.scale_grid.scale_grid_shape`),
+    so that the sampling program compiles while the grid is tabulated."""
+    if sampler != "grid" or model.data.groups is None or model.is_cached(("scale_grid",)):
+        return kernel_data(model, sampler)
+    from mlgibbs.conditionals.scale_grid import scale_grid_shape
+
+    return model.data._replace(scale_grid=scale_grid_shape(model.data))
 
 
 def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:
