@@ -572,6 +572,7 @@ def sample_mixed(rng_key, model, *, num_chains, num_warmup, num_draws, thin, ini
     dropped = [v for v in present if v not in kept]
     complete = not dropped
     kernel = mixed_kernel(structure, model.kernel_priors)
+    from mlgibbs._ahead import compile_ahead
     from mlgibbs.run import init_program, run_program, sweeps_done
 
     first_sweep = sweeps_done(initial_state)
@@ -597,9 +598,15 @@ def sample_mixed(rng_key, model, *, num_chains, num_warmup, num_draws, thin, ini
     program = _program(kernel, layout, num_chains, num_draws, False,
                        bool(log_likelihood), bool(posterior_predictive), recorded, tuple(dropped), lp_priors,
                        bool(progress_bar))
-    if initial_state is None:   # by a program of its own: a continuation reuses the sampling program
+    # compiled on a second thread while the starts are drawn (by a program of their own: a continuation
+    # reuses the sampling program)
+    state_shape = (initial_state if initial_state is not None
+                   else jax.eval_shape(init_program(kernel, num_chains), rng_key, model.data))
+    ahead = compile_ahead(program, (rng_key, model.data, state_shape, _aux(model), num_warmup, thin,
+                                    np.int32(first_sweep)))
+    if initial_state is None:
         initial_state = init_program(kernel, num_chains)(rng_key, model.data)
-    out = run_program(program, (rng_key, model.data, initial_state, _aux(model)), num_warmup=num_warmup,
+    out = run_program(ahead.result(), (rng_key, model.data, initial_state, _aux(model)), num_warmup=num_warmup,
                       num_draws=num_draws, thin=thin, first_sweep=first_sweep, num_chains=num_chains,
                       progress_bar=progress_bar)
     draws = out["draws"]
