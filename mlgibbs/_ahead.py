@@ -56,11 +56,22 @@ class Ahead:
         self._key, self._compiled, self._future = key, compiled, future
 
     def result(self):
-        """The compiled program (``jax.stages.Compiled``): call it with arrays of the shapes given."""
+        """The compiled program: call it with arrays of the shapes given. Unlike a jitted function's, a compiled
+        program does not move its inputs to where it wants them (the chain axis split over several devices:
+        :mod:`mlgibbs.devices`), so arrays placed otherwise are moved first."""
         if self._compiled is None:
             self._compiled = self._future.result()
             _remember(self._key, self._compiled)
-        return self._compiled
+        compiled = self._compiled
+        wanted = compiled.input_shardings[0]
+
+        def place(x, sharding):
+            return jax.device_put(x, sharding) if isinstance(x, jax.Array) and x.sharding != sharding else x
+
+        def call(*args):
+            return compiled(*(jax.tree.map(place, a, s) for a, s in zip(args, wanted)))
+
+        return call
 
 
 def compile_ahead(program, args) -> Ahead:
