@@ -63,8 +63,8 @@ from mlgibbs.conditionals.collapsed import draw_locations, log_marginal_scales_d
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
 
-__all__ = ["ScaleGrid", "build_scale_grid", "scale_grid_shape", "log_scales_density", "log_proposal_density",
-           "draw_proposal", "update_scales_grid", "update_scales_and_locations_grid", "TAIL_WEIGHT", "NUM_CELLS"]
+__all__ = ["ScaleGrid", "build_scale_grid", "log_scales_density", "log_proposal_density", "draw_proposal",
+           "update_scales_grid", "update_scales_and_locations_grid", "TAIL_WEIGHT", "NUM_CELLS"]
 
 #: ``epsilon``: the Cauchy component's share of the proposal.
 TAIL_WEIGHT = 0.02
@@ -125,16 +125,6 @@ def _density_and_system(t, data, priors):
     value, chol, h = marginal_and_system(jnp.exp(0.5 * t[0]), jnp.exp(0.5 * t[1]), data, priors)
     value = value + 0.5 * (t[0] + t[1])
     return jnp.where(jnp.isfinite(value), value, -jnp.inf), chol, h
-
-
-def scale_grid_shape(data: LinearData, num_cells: int = NUM_CELLS) -> ScaleGrid:
-    """The shapes and dtypes of :func:`build_scale_grid`'s result (``jax.ShapeDtypeStruct`` leaves), without
-    tabulating: what a program that takes the grid as an input is compiled for while the grid is built."""
-    dtype = data.rss_within.dtype
-    pair = jax.ShapeDtypeStruct((2,), dtype)
-    cells = num_cells**2
-    return ScaleGrid(lower=pair, width=pair, log_probs=jax.ShapeDtypeStruct((cells,), dtype),
-                     cumulative=jax.ShapeDtypeStruct((cells,), jnp.int32), mode=pair, tail_scale=pair)
 
 
 def _density_and_derivatives(t, data, priors):

@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+import jax
+
 from mlgibbs.base import SamplingAlgorithm
 from mlgibbs.samplers.collapsed import collapsed_kernel
 from mlgibbs.samplers.gibbs import Structure, gibbs_kernel, initial_state, structure_of
-from mlgibbs.samplers.grid import grid_kernel, with_scale_grid
+from mlgibbs.samplers.grid import grid_kernel, scale_grid_builder, with_scale_grid
 from mlgibbs.samplers.px import px_kernel
 
 __all__ = ["SAMPLERS", "DEFAULT_SAMPLER", "default_sampler", "gibbs", "gibbs_kernel", "collapsed_kernel", "px_kernel",
@@ -48,13 +50,11 @@ def kernel_data(model, sampler: str):
 
 def kernel_data_shape(model, sampler: str):
     """:func:`kernel_data` as far as a compiled program needs it, without tabulating anything: the grid's
-    arrays as ``jax.ShapeDtypeStruct`` until it is built (:func:`~mlgibbs.conditionals.scale_grid.scale_grid_shape`),
-    so that the sampling program compiles while the grid is tabulated."""
+    arrays as ``jax.ShapeDtypeStruct`` until it is built (``jax.eval_shape`` of the tabulation, whose trace the
+    tabulation then reuses), so that the sampling program compiles while the grid is tabulated."""
     if sampler != "grid" or model.data.groups is None or model.is_cached(("scale_grid",)):
         return kernel_data(model, sampler)
-    from mlgibbs.conditionals.scale_grid import scale_grid_shape
-
-    return model.data._replace(scale_grid=scale_grid_shape(model.data))
+    return model.data._replace(scale_grid=jax.eval_shape(scale_grid_builder(model.kernel_priors), model.data))
 
 
 def gibbs(model, sampler: str = "gibbs") -> SamplingAlgorithm:

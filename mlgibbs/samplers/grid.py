@@ -74,15 +74,22 @@ def _builder(priors_key, priors):
     return jax.jit(lambda data: build_scale_grid(data, priors))
 
 
+def scale_grid_builder(priors: Priors):
+    """The jitted tabulation ``data -> ScaleGrid`` for ``priors``
+    (:func:`~mlgibbs.conditionals.scale_grid.build_scale_grid`): one per priors, so that it compiles once per
+    shape, and ``jax.eval_shape`` of it (what a program taking the grid is compiled for) traces it for the call
+    that follows."""
+    from mlgibbs.samplers import typed_key
+
+    try:
+        return _builder(typed_key(priors), priors)
+    except TypeError:   # priors holding arrays: not hashable
+        return jax.jit(lambda d: build_scale_grid(d, priors))
+
+
 def with_scale_grid(data: LinearData, priors: Priors) -> LinearData:
     """``data`` with the ``"grid"`` sampler's proposal tabulated (:func:`~mlgibbs.conditionals.scale_grid.build_scale_grid`,
     compiled once per shape); unchanged for a model without a grouping factor."""
     if data.groups is None or data.scale_grid is not None:
         return data
-    from mlgibbs.samplers import typed_key
-
-    try:
-        build = _builder(typed_key(priors), priors)
-    except TypeError:   # priors holding arrays: not hashable
-        build = jax.jit(lambda d: build_scale_grid(d, priors))
-    return data._replace(scale_grid=build(data))
+    return data._replace(scale_grid=scale_grid_builder(priors)(data))
