@@ -35,3 +35,25 @@ def test_gpu_script_smoke(tmp_path):
     for r in runs:
         assert math.isfinite(r["sample_s"]) and r["sample_s"] > 0
         assert r["min_ess_bulk"] > 0 and r["max_rhat"] < 1.1, r
+
+
+def test_compile_clock_counts_compilation_and_nothing_else():
+    """What the benchmarks take out of NUTS's timed run: a jit's first call is counted (its backend compile
+    named), a second call of the compiled program counts nothing, and a block outside any clock is not
+    added to an earlier one."""
+    import jax
+    import jax.numpy as jnp
+
+    clock_module = _load("compile_clock")
+    f = jax.jit(lambda x: jnp.sin(x) * 2.0 + jnp.cumsum(x))
+    x = jnp.linspace(0.0, 1.0, 1000)
+    with clock_module.CompileClock() as first:
+        jax.block_until_ready(f(x))
+    assert first.seconds > 0
+    assert any(event == "backend_compile_duration" for event, _, _ in first.events), first.events
+    with clock_module.CompileClock() as second:
+        jax.block_until_ready(f(x))
+    assert second.seconds == 0 and not second.events
+    before = first.seconds
+    jax.block_until_ready(jax.jit(lambda x: x * 3.0)(x))   # compiles, outside every clock
+    assert first.seconds == before
