@@ -30,8 +30,9 @@ Problems (data shipped in ``mlgibbs.datasets``; the same model and priors for bo
 As in ``benchmarks/structures.py``: mlgibbs through :func:`mlgibbs.sample` as a user calls it (4 chains,
 500 warm-up sweeps and 1,000 draws), timed on a second call with a new key (the first call's compilation
 is reported apart); NUTS (NumPyro, 4 vectorised chains, non-centred) timed on a second run of the same
-MCMC object, less the compilation NumPyro repeats in every run (``recompile_s``: compile_clock.py). The minimum of the bulk and tail ESS over *every* scalar parameter (each group effect, the
-fixed effects, the scales, correlations) per second of sampling; ``ratio`` is mlgibbs's over NUTS's.
+MCMC object, less the compilation NumPyro repeats in every run (``recompile_s``: compile_clock.py). The
+minimum of the bulk and tail ESS over *every* scalar parameter (each group effect, the fixed effects, the
+scales, correlations) per second of sampling; ``ratio`` is mlgibbs's over NUTS's.
 
 For the logit families every sampler of ``mlgibbs.run_mixed.MIXED_SAMPLERS`` runs (``"augmented"``,
 ``"augmented-px"``, ``"iwls"``; the entry ``alternatives``), so that the default's choice

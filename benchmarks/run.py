@@ -53,10 +53,10 @@ import mlgibbs as mg  # noqa: E402
 from mlgibbs.priors import HalfNormal, Normal  # noqa: E402
 from mlgibbs.run import chain_runner  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 from compile_clock import CompileClock  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 PRIORS = {"beta": Normal(0.0, 10.0), "gamma": Normal(0.0, 10.0),
           "sigma_y": HalfNormal(1.0), "sigma_alpha": HalfNormal(1.0)}
 

@@ -23,9 +23,10 @@ For each: mlgibbs through :func:`mlgibbs.sample` as a user calls it (4 chains, 5
 ``first_call_s``, a fresh process's cost with the persistent cache off); NUTS (4 vectorised chains,
 non-centred, NumPyro's defaults) timed on a second run of the same MCMC object, less the compilation
 NumPyro repeats in every run (``recompile_s``, counted from JAX's compile events: compile_clock.py;
-included before 2026-12-04, which understated NUTS's speed 2-3x on the small problems). The minimum bulk and tail ESS is taken over *every* scalar parameter: each group
-effect, the fixed effects, the scales and correlations. ``ratio`` is mlgibbs's min ESS per second over
-NUTS's, sampling only; ``ratio_first_call`` counts each sampler's compilation in.
+included before 2026-12-04, which understated NUTS's speed 2-3x on the small problems). The minimum bulk
+and tail ESS is taken over *every* scalar parameter: each group effect, the fixed effects, the scales and
+correlations. ``ratio`` is mlgibbs's min ESS per second over NUTS's, sampling only; ``ratio_first_call``
+counts each sampler's compilation in.
 The sweep-cost rows time a Gaussian sweep at a fixed design (``(1 + x | g) + (1 | h)``, 50 x 10
 cells) for ``n`` from 1e3 to 1e6: the cost depends on the cells, not on ``n``.
 """
@@ -49,13 +50,12 @@ os.environ.setdefault("MLGIBBS_COMPILATION_CACHE", "0")   # compile times are me
 import jax  # noqa: E402
 
 import mlgibbs as mg  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compile_clock import CompileClock  # noqa: E402
 from mlgibbs.convergence import ess_bulk, ess_tail, rhat  # noqa: E402
 from mlgibbs.priors import HalfNormal, Normal  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from compile_clock import CompileClock  # noqa: E402
 
 
 def problems():
