@@ -15,7 +15,7 @@ from mlgibbs.logdensity import log_joint, pointwise_log_likelihood, predict_mean
 from mlgibbs.models import standardize as std_mod
 from mlgibbs.models.data import to_device
 from mlgibbs._ahead import compile_ahead
-from mlgibbs.samplers import default_sampler, gibbs, kernel_data, kernel_data_shape
+from mlgibbs.samplers import chains_runner, default_sampler, gibbs, kernel_data, kernel_data_shape
 
 __all__ = ["sample", "sample_chains", "chain_runner", "last_state", "add_log_likelihood", "as_key",
            "MAX_LOG_LIKELIHOOD_VALUES"]
@@ -496,6 +496,7 @@ def sample(
         init=False, log_likelihood=bool(log_likelihood),
         posterior_predictive=bool(posterior_predictive),
         lp_priors=_scale_priors(model) if complete else None, progress=progress_bar,
+        chains=None if dropped else chains_runner(model, sampler),
     )
     # the sampling program compiles on a second thread while the grid is tabulated and the starts drawn
     data_shape = kernel_data_shape(model, sampler)
@@ -592,7 +593,8 @@ def _scale_priors(model):
 
 def sampling_program(kernel, *, num_chains: int, num_draws: int, recorded: tuple[str, ...],
                      moments: tuple[str, ...] = (), init: bool = True, log_likelihood: bool = False,
-                     posterior_predictive: bool = False, lp_priors=None, progress: bool = False):
+                     posterior_predictive: bool = False, lp_priors=None, progress: bool = False,
+                     chains=None):
     """The compiled program behind :func:`sample`: (init,) warm-up, draws, ``lp``, log likelihood.
 
     ``program(rng_key, data, initial_state, aux, num_warmup, thin, first_sweep) -> dict``: ``first_sweep``
@@ -602,7 +604,10 @@ def sampling_program(kernel, *, num_chains: int, num_draws: int, recorded: tuple
     contributes is an input (the data pytree, its design and its coordinate map), and the lengths
     ``num_warmup`` and ``thin`` are run-time values, so a second model of the same structure, scale
     priors and shapes, or another warm-up length, reuses the compiled program. Cached by that
-    configuration.
+    configuration. ``chains`` (optional, one object per kernel: :func:`mlgibbs.samplers.chains_runner`) runs
+    every chain at once with the draws of :func:`run_chain` scanning ``kernel.step``, faster (the ``"grid"``
+    sampler's sweeps in parallel: :func:`~mlgibbs.samplers.grid_chains.run_grid_chains`); it keeps every
+    variable it records, so ``moments`` must be empty.
     """
     from mlgibbs.samplers import typed_key
 
@@ -610,8 +615,10 @@ def sampling_program(kernel, *, num_chains: int, num_draws: int, recorded: tuple
         key = typed_key(lp_priors)
     except TypeError:
         key = id(lp_priors)
+    if chains is not None and moments:
+        raise ValueError("a chains runner keeps every variable it records: no running moments")
     return _sampling_program(kernel, num_chains, num_draws, recorded, moments, init, log_likelihood,
-                             posterior_predictive, key, lp_priors, progress)
+                             posterior_predictive, key, lp_priors, progress, chains)
 
 
 def initial_states(kernel, num_chains: int, key_init, data):
@@ -644,7 +651,7 @@ def sweeps_done(initial_state) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _sampling_program(kernel, num_chains, num_draws, recorded, moment_names, init, log_likelihood,
-                      posterior_predictive, lp_key, lp_priors, progress=False):
+                      posterior_predictive, lp_key, lp_priors, progress=False, chains=None):
     del lp_key  # part of the cache key only
     record = _select(recorded)
 
@@ -666,7 +673,11 @@ def _sampling_program(kernel, num_chains, num_draws, recorded, moment_names, ini
 
         chain_keys, initial_state = constrain_chains((jax.random.split(key_run, num_chains), initial_state),
                                                      num_chains)   # over the devices, when several
-        out = jax.vmap(one_chain)(chain_keys, initial_state)
+        if chains is not None:
+            out = (chains(chain_keys, initial_state, data, num_draws=num_draws, num_warmup=num_warmup, thin=thin,
+                          first_sweep=first_sweep, record=record, progress=progress),)
+        else:
+            out = jax.vmap(one_chain)(chain_keys, initial_state)
         result = {"draws": out[0]}
         if moment_names:
             result["moments"] = out[2]

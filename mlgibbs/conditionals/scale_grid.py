@@ -11,30 +11,37 @@ posterior of the scales, :func:`~mlgibbs.conditionals.collapsed.log_marginal_sca
 (the second term the Jacobian of ``sigma -> log sigma^2``). It depends on the data only, not on the chain,
 so it is tabulated once per data set (:func:`build_scale_grid`): a box found by coarse passes (the cells
 within 30, then 16, of the highest log density found, until they span 8 coarse cells on each axis), then a
-``K x K`` grid of cells over it whose probabilities ``p_c`` are ``exp(f)`` at their centres, held as integer
-counts out of ``2^30`` so that the draw's probabilities are exactly those the acceptance ratio uses (in float32
-too). The proposal is the mixture
+``K x K`` grid of cells over it. Within cell ``c`` the proposal follows ``f``'s tangent plane,
+``exp(f_c + a_c . (x - 1/2))`` (``x`` the position in the cell scaled to the unit square, ``f_c`` the value at
+the centre, ``a_c`` the slopes per cell width by central differences of the tabulated values), so the cell's
+probability ``p_c`` is proportional to ``exp(f_c) prod_k sinhc(a_{c,k})``, ``sinhc(a) = sinh(a/2) / (a/2)``,
+held as integer counts out of ``2^30`` so that the draw's probabilities are exactly those the acceptance ratio
+uses (in float32 too). The proposal is the mixture
 
 .. math::
 
-    q(t) = (1 - \epsilon)\, \frac{p_c}{|c|}\, [t \in c] + \epsilon\, \mathrm{Cauchy}(t_1; m_1, s_1)\,
-           \mathrm{Cauchy}(t_2; m_2, s_2)
+    q(t) = (1 - \epsilon)\, \frac{p_c}{|c|} \prod_{k=1}^2 \frac{e^{a_{c,k} (x_k - 1/2)}}{\mathrm{sinhc}(a_{c,k})}\,
+           [t \in c] + \epsilon\, \mathrm{Cauchy}(t_1; m_1, s_1)\, \mathrm{Cauchy}(t_2; m_2, s_2)
 
-(uniform within a cell drawn with probability ``p_c``; the Cauchy component, centred at the grid's mode with
-the box's half-widths as scales, gives every ``t`` positive proposal density and heavier tails than the
-target, so the chain is uniformly ergodic). :func:`update_scales_grid` draws ``t' ~ q`` independently of the
-current ``t`` and accepts with probability
+(a cell drawn with probability ``p_c``, then each coordinate within it by inverting its truncated exponential
+distribution; the Cauchy component, with ``epsilon = 0.005``, centred at the grid's mode with the box's
+half-widths as scales, gives every ``t`` positive proposal density and heavier tails than the target, so the
+chain is uniformly ergodic). :func:`update_scales_grid` draws ``t' ~ q`` independently of the current ``t`` and
+accepts with probability
 
 .. math::
 
     \min\Big\{1,\ \frac{\exp f(t')\, q(t)}{\exp f(t)\, q(t')}\Big\},
 
-an exact Metropolis-Hastings step for any grid (the grid only decides how often it accepts: about 90% on
-radon). Followed by the locations given the scales (:func:`update_scales_and_locations_grid` draws
-``(beta, gamma)`` from the factorised system its ratio computed at the scales kept, then
-:func:`~mlgibbs.update_alpha`), a sweep is an independence sampler of the whole posterior: nearly independent
-draws for about 1.2 times the cost of a five-step sweep on radon, with no loop inside the sweep (two evaluations
-of ``f``, ``O(J d^2 + d^3)`` each, and a search of the table).
+an exact Metropolis-Hastings step for any grid (the grid only decides how often it accepts). Within a cell
+``q`` differs from ``exp f`` by ``f``'s curvature only, so on radon it accepts 98.9% of its proposals (89-90%
+when the proposal was flat within a cell, 94% with flat cells four times as many). Followed by the locations
+given the scales (:func:`update_scales_and_locations_grid` draws ``(beta, gamma)`` from the factorised system
+its ratio computed at the scales kept, then :func:`~mlgibbs.update_alpha`), a sweep is an independence sampler
+of the whole posterior: nearly independent draws (effective sample sizes 94-99% of the draws for both scales)
+with no loop inside the sweep (two evaluations of ``f``, ``O(J d^2 + d^3)`` each, and a binary search of the
+table). A run needs neither loop nor sweep order: :mod:`mlgibbs.samplers.grid_chains` evaluates every
+proposal of a block of sweeps at once.
 
 At large ``n`` the posterior of ``log sigma_y^2`` is about ``sqrt(2/n)`` wide: the coarse passes zoom in until
 it spans several cells (six passes reach ``n = 1e9``), and ``f``'s two ``n``-sized terms are computed relative to
@@ -64,10 +71,13 @@ from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
 
 __all__ = ["ScaleGrid", "build_scale_grid", "log_scales_density", "log_proposal_density", "draw_proposal",
-           "update_scales_grid", "update_scales_and_locations_grid", "TAIL_WEIGHT", "NUM_CELLS"]
+           "propose", "log_weight_and_system", "update_scales_grid", "update_scales_and_locations_grid",
+           "TAIL_WEIGHT", "NUM_CELLS", "MAX_SLOPE"]
 
 #: ``epsilon``: the Cauchy component's share of the proposal.
-TAIL_WEIGHT = 0.02
+TAIL_WEIGHT = 0.005
+#: the steepest slope of the proposal within a cell, in nats per cell width
+MAX_SLOPE = 20.0
 #: ``K``: cells per axis of the grid.
 NUM_CELLS = 64
 _COARSE = 32
@@ -104,6 +114,10 @@ class ScaleGrid(NamedTuple):
         The centre of the most probable cell, ``(2,)``: the Cauchy component's location.
     tail_scale
         The Cauchy component's scales (the box's half-widths), ``(2,)``.
+    slope
+        ``f``'s slopes in each cell per cell width, ``(K^2, 2)`` (central differences of the tabulated values,
+        clipped to ``+-MAX_SLOPE``): within its cell the proposal's density is proportional to
+        ``exp(slope . (x - 1/2))``, ``x`` the position in the cell scaled to the unit square.
     """
 
     lower: jax.Array
@@ -112,6 +126,7 @@ class ScaleGrid(NamedTuple):
     cumulative: jax.Array
     mode: jax.Array
     tail_scale: jax.Array
+    slope: jax.Array
 
 
 def log_scales_density(t: jax.Array, data: LinearData, priors: Priors) -> jax.Array:
@@ -260,13 +275,53 @@ def build_scale_grid(data: LinearData, priors: Priors, num_cells: int = NUM_CELL
     lower, upper = s.lower, s.upper
     centres, width = final_centres(lower, upper)
     values = s.values[:num_cells**2]
+    slope = _slopes(values.reshape(num_cells, num_cells)).reshape(-1, 2)
     top = jnp.argmax(values)
-    probs = jnp.exp(values - jax.scipy.special.logsumexp(values))
+    # a cell's mass: exp(f(centre)) times the integral of exp(slope . (x - 1/2)) over the unit cell
+    mass = values + jnp.sum(_log_sinhc(slope), axis=1)
+    probs = jnp.exp(mass - jax.scipy.special.logsumexp(mass))
     counts = jnp.floor(probs * _TOTAL).astype(jnp.int32)
     counts = counts.at[top].add((_TOTAL - jnp.sum(counts)).astype(jnp.int32))   # integers summing to exactly 2^30
     log_probs = jnp.where(counts > 0, jnp.log(jnp.maximum(counts, 1).astype(dtype)) - _LOG_TOTAL, -jnp.inf)
     return ScaleGrid(lower=lower, width=width, log_probs=log_probs.astype(dtype), cumulative=jnp.cumsum(counts),
-                     mode=centres[top], tail_scale=0.5 * (upper - lower))
+                     mode=centres[top], tail_scale=0.5 * (upper - lower), slope=slope.astype(dtype))
+
+
+def _slopes(values):
+    """The slopes of ``f`` in each cell, per cell width, ``(K, K, 2)``: central differences of the centres'
+    values (one-sided where a neighbour is outside the box or ``f`` is not finite there, 0 where both are),
+    clipped to ``+-MAX_SLOPE``."""
+    def along(V, axis):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (1, 1)
+        P = jnp.pad(V, pad, constant_values=-jnp.inf)
+        prev = jax.lax.slice_in_dim(P, 0, V.shape[axis], axis=axis)
+        nxt = jax.lax.slice_in_dim(P, 2, V.shape[axis] + 2, axis=axis)
+        fp, fn, fc = jnp.isfinite(prev), jnp.isfinite(nxt), jnp.isfinite(V)
+        zero = jnp.zeros_like(V)
+        central = jnp.where(fp & fn, 0.5 * (jnp.where(fn, nxt, 0.0) - jnp.where(fp, prev, 0.0)), zero)
+        forward = jnp.where(fn & fc, jnp.where(fn, nxt, 0.0) - jnp.where(fc, V, 0.0), zero)
+        backward = jnp.where(fp & fc, jnp.where(fc, V, 0.0) - jnp.where(fp, prev, 0.0), zero)
+        slope = jnp.where(fp & fn, central, jnp.where(fn & fc, forward, backward))
+        return jnp.clip(slope, -MAX_SLOPE, MAX_SLOPE)
+
+    return jnp.stack([along(values, 0), along(values, 1)], axis=-1)
+
+
+def _log_sinhc(a):
+    """``log(sinh(a / 2) / (a / 2))``: the log of ``int_0^1 exp(a (x - 1/2)) dx``."""
+    b = jnp.abs(a)
+    safe = jnp.maximum(b, 1e-2)
+    large = 0.5 * safe + jnp.log(-jnp.expm1(-safe)) - jnp.log(safe)
+    return jnp.where(b < 1e-2, b * b / 24.0 - b**4 / 2880.0, large)
+
+
+def _within_cell(a, u):
+    """``x`` in ``[0, 1]`` with density ``exp(a (x - 1/2)) / sinhc(a)`` from a uniform ``u``, by inversion:
+    ``x = log(1 + u (e^a - 1)) / a``."""
+    small = jnp.abs(a) < 1e-6
+    safe = jnp.where(small, 1.0, a)
+    return jnp.clip(jnp.where(small, u, jnp.log1p(u * jnp.expm1(safe)) / safe), 0.0, 1.0)
 
 
 def _newton_search(derivatives, start):
@@ -329,7 +384,10 @@ def log_proposal_density(grid: ScaleGrid, t: jax.Array) -> jax.Array:
     index = jnp.floor((t - grid.lower) / grid.width).astype(jnp.int32)
     inside = jnp.all((index >= 0) & (index < num))
     cell = jnp.clip(index[0], 0, num - 1) * num + jnp.clip(index[1], 0, num - 1)
-    log_grid = jnp.where(inside, grid.log_probs[cell] - jnp.sum(jnp.log(grid.width)), -jnp.inf)
+    a = grid.slope[cell]
+    x = (t - grid.lower) / grid.width - index.astype(t.dtype)      # the position within the cell, in [0, 1)
+    within = jnp.sum(a * (x - 0.5) - _log_sinhc(a))
+    log_grid = jnp.where(inside, grid.log_probs[cell] - jnp.sum(jnp.log(grid.width)) + within, -jnp.inf)
     log_tail = jnp.sum(jax.scipy.stats.cauchy.logpdf(t, grid.mode, grid.tail_scale))
     return jnp.logaddexp(jnp.log1p(-TAIL_WEIGHT) + log_grid, jnp.log(TAIL_WEIGHT) + log_tail)
 
@@ -342,9 +400,9 @@ def _proposal(grid: ScaleGrid, bits: jax.Array, u: jax.Array) -> jax.Array:
     side = _side(grid)
     dtype = grid.lower.dtype
     r = (bits >> (32 - _BITS)).astype(jnp.int32)
-    cell = jnp.minimum(jnp.sum(grid.cumulative <= r), num - 1)   # vectorised search of the table
+    cell = jnp.minimum(jnp.searchsorted(grid.cumulative, r, side="right"), num - 1)   # cumulative <= r: binary search
     corner = jnp.stack([cell // side, cell % side]).astype(dtype)
-    t_grid = grid.lower + (corner + u[0:2]) * grid.width
+    t_grid = grid.lower + (corner + _within_cell(grid.slope[cell], u[0:2])) * grid.width
     t_tail = grid.mode + grid.tail_scale * jnp.tan(jnp.pi * (u[2:4] - 0.5))
     return jnp.where(u[4] < TAIL_WEIGHT, t_tail, t_grid)
 
@@ -356,20 +414,34 @@ def draw_proposal(rng_key: jax.Array, grid: ScaleGrid) -> jax.Array:
                      jax.random.uniform(key_u, (5,), grid.lower.dtype))
 
 
+def propose(rng_key: jax.Array, grid: ScaleGrid) -> tuple[jax.Array, jax.Array]:
+    """The random part of :func:`update_scales_grid`'s step from its key: the proposal ``t' ~ q`` and the log of
+    the uniform its acceptance compares with. Neither depends on the chain's state, so a run can draw every
+    sweep's proposal ahead (:mod:`mlgibbs.samplers.grid_chains`)."""
+    dtype = grid.lower.dtype
+    key_bits, key_u = jax.random.split(rng_key)
+    u = jax.random.uniform(key_u, (6,), dtype)     # the proposal's five and the acceptance's
+    return _proposal(grid, jax.random.bits(key_bits, (), jnp.uint32), u[:5]), jnp.log(u[5])
+
+
+def log_weight_and_system(t: jax.Array, data: LinearData, priors: Priors, grid: ScaleGrid):
+    """``log w(t) = f(t) - log q(t)``, the independence sampler's importance weight, and the factorised system
+    of the locations at ``t`` (:func:`~mlgibbs.conditionals.collapsed.marginal_and_system`). A step from ``t``
+    to ``t'`` accepts when the log uniform is below ``log w(t') - log w(t)``."""
+    value, chol, h = _density_and_system(t, data, priors)
+    return value - log_proposal_density(grid, t), chol, h
+
+
 def _scales_step(rng_key, state: GibbsState, data: LinearData, priors: Priors, grid: ScaleGrid):
     """The Metropolis-Hastings step of :func:`update_scales_grid`; also returns the factorised system of the
     locations at the scales it keeps (:func:`~mlgibbs.conditionals.collapsed.marginal_and_system`)."""
     dtype = state.sigma_y.dtype
-    key_bits, key_u = jax.random.split(rng_key)
-    u = jax.random.uniform(key_u, (6,), dtype)     # the proposal's five and the acceptance's
+    proposal, log_u = propose(rng_key, grid)
     current = jnp.stack([2.0 * jnp.log(state.sigma_y), 2.0 * jnp.log(state.sigma_alpha)]).astype(dtype)
-    proposal = _proposal(grid, jax.random.bits(key_bits, (), jnp.uint32), u[:5])
-    both = jnp.stack([proposal, current])     # one batched evaluation of the two points
-    values, chol, h = jax.vmap(lambda t: _density_and_system(t, data, priors))(both)
-    weight = values - jax.vmap(lambda t: log_proposal_density(grid, t))(both)
-    log_ratio = weight[0] - weight[1]
-    accept = jnp.log(u[5]) < log_ratio
-    t = jnp.where(accept, proposal, current)
+    both = jnp.stack([proposal.astype(dtype), current])     # one batched evaluation of the two points
+    weight, chol, h = jax.vmap(lambda t: log_weight_and_system(t, data, priors, grid))(both)
+    accept = log_u < weight[0] - weight[1]
+    t = jnp.where(accept, both[0], current)
     kept = jnp.where(accept, 0, 1)
     system = (None if chol is None else chol[kept], h[kept])
     return state._replace(sigma_y=jnp.exp(0.5 * t[0]), sigma_alpha=jnp.exp(0.5 * t[1])), system
