@@ -19,7 +19,7 @@ import threading
 
 import jax
 
-__all__ = ["compile_ahead", "clear"]
+__all__ = ["compile_ahead", "clear", "sampling_options"]
 
 _MAX_PROGRAMS = 64
 _compiled: collections.OrderedDict = collections.OrderedDict()
@@ -74,13 +74,24 @@ class Ahead:
         return call
 
 
-def compile_ahead(program, args) -> Ahead:
+def sampling_options() -> dict | None:
+    """XLA options for compiling a sampling program: on CPU, LLVM's optimisation level 1 instead of the default
+    (``xla_backend_optimization_level``). Measured on radon (2 cores, JAX 0.10): the ``"grid"`` sampler's program
+    compiles in 1.7 s instead of 3.6 s and runs as fast or faster (11 ms instead of 16 ms: the level-2 passes
+    only slow its compilation), the scanned step's in 1.5 s instead of 1.9 s at the same speed; level 0 halves
+    the compilation again but runs 3-4 times slower. ``None`` (XLA's defaults) on other platforms."""
+    return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
+
+
+def compile_ahead(program, args, compiler_options: dict | None = None) -> Ahead:
     """Start compiling the jitted ``program`` for ``args`` (arrays, ``jax.ShapeDtypeStruct``, Python scalars:
-    only shapes, dtypes and weak types matter) and return at once; a program compiled before for the same
-    shapes is returned as it is."""
+    only shapes, dtypes and weak types matter) with XLA's ``compiler_options`` and return at once; a program
+    compiled before for the same shapes and options is returned as it is."""
     abstract = jax.eval_shape(lambda *a: a, *args)
     leaves, treedef = jax.tree.flatten(abstract)
-    key = (program, treedef, tuple((x.shape, x.dtype, x.weak_type) for x in leaves), jax.config.jax_enable_x64)
+    options = tuple(sorted((compiler_options or {}).items()))
+    key = (program, treedef, tuple((x.shape, x.dtype, x.weak_type) for x in leaves), jax.config.jax_enable_x64,
+           options)
     with _lock:
         compiled = _compiled.get(key)
         if compiled is not None:
@@ -88,7 +99,7 @@ def compile_ahead(program, args) -> Ahead:
     if compiled is not None:
         return Ahead(key, compiled=compiled)
     lowered = program.lower(*abstract)         # traced here: the caller's configuration
-    future = _worker().submit(lowered.compile)
+    future = _worker().submit(lowered.compile, dict(options) if options else None)
 
     def remember(done):
         if done.exception() is None:

@@ -14,7 +14,7 @@ from mlgibbs.base import GibbsState, SamplingAlgorithm
 from mlgibbs.logdensity import log_joint, pointwise_log_likelihood, predict_mean
 from mlgibbs.models import standardize as std_mod
 from mlgibbs.models.data import to_device
-from mlgibbs._ahead import compile_ahead
+from mlgibbs._ahead import compile_ahead, sampling_options
 from mlgibbs.samplers import chains_runner, default_sampler, gibbs, kernel_data, kernel_data_shape
 
 __all__ = ["sample", "sample_chains", "chain_runner", "last_state", "add_log_likelihood", "as_key",
@@ -503,7 +503,7 @@ def sample(
     state_shape = (initial_state if initial_state is not None
                    else jax.eval_shape(init_program(kernel, num_chains), rng_key, data_shape))
     ahead = compile_ahead(program, (rng_key, data_shape, state_shape, _aux(model), num_warmup, thin,
-                                    np.int32(first_sweep)))
+                                    np.int32(first_sweep)), sampling_options())
     data = kernel_data(model, sampler)   # model.data, with what the sampler tabulates once per model
     if initial_state is None:
         initial_state = init_program(kernel, num_chains)(rng_key, data)

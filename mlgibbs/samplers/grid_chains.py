@@ -11,9 +11,11 @@ A sweep of :func:`~mlgibbs.samplers.grid.grid_kernel` (with the grid tabulated) 
 
 So a chain is a Markov chain of the scales alone, with every location an exact draw given the scales of its
 sweep. :func:`run_grid_chains` runs it in that order. Every sweep's proposal is drawn ahead and ``log w(t')``
-evaluated for blocks of sweeps and all chains in one batched call (``O(J)`` vectorised work instead of a loop
-of small operations); the acceptances are a scan over scalars; then the locations are drawn for the kept
-draws only, all at once (warm-up sweeps, and the sweeps ``thin`` skips, never draw them). Each sweep uses the
+evaluated, with the factorised system of the locations, for a block of sweeps and all chains in one batched
+call (``O(J)`` vectorised work instead of a loop of small operations; the current scales' weight evaluated
+again with them, so the program holds one copy of ``f``); the acceptances are a scan over scalars; the
+systems of the kept draws are kept, and the locations drawn for them only, all at once (warm-up sweeps, and
+the sweeps ``thin`` skips, never draw them). Each sweep uses the
 keys the step uses (sweep ``i`` of a chain ``fold_in(chain_key, first_sweep + i)``, split as
 :func:`~mlgibbs.base.compose` and the updates split it), so the draws are those of
 :func:`~mlgibbs.run.run_chain` scanning ``kernel.step`` (up to rounding, which can tip an acceptance whose
@@ -72,79 +74,98 @@ def run_grid_chains(priors: Priors, chain_keys: jax.Array, initial_states: Gibbs
     each block of sweeps. Returns the kept records, leading axes ``(C, num_draws)``.
     """
     record = record or (lambda state: state)
+    if not jax.dtypes.issubdtype(chain_keys.dtype, jax.dtypes.prng_key):   # raw uint32 keys
+        chain_keys = jax.random.wrap_key_data(chain_keys)
     grid = data.scale_grid if data.scale_grid is not None else build_scale_grid(data, priors)
     dtype = initial_states.sigma_y.dtype
     num_chains = chain_keys.shape[0]
-    block = _block_size(num_chains, data.groups.counts.shape[0])
+    num_groups = data.groups.counts.shape[0]
+    d = data.xtx.shape[0] + data.groups.U.shape[1]      # (beta, gamma): the factorised system is d x d
+    block = _block_size(num_chains, num_groups + d * d)
     num_warmup = jnp.asarray(num_warmup, jnp.int32)
     thin = jnp.asarray(thin, jnp.int32)
     first_sweep = jnp.asarray(first_sweep, jnp.int32)
     total = num_warmup + num_draws * thin
 
-    def weight(t):
-        return log_weight_and_system(t, data, priors, grid)[0]
+    def evaluate(t):
+        """``log w(t)`` and the factorised system of the locations at ``t``: the program's one copy of ``f``."""
+        return log_weight_and_system(t, data, priors, grid)
 
     def proposals(chain_key, start):
-        """The block's proposals and log uniforms, and ``log w`` at the proposals."""
+        """The block's proposals and log uniforms, and the keys of its locations (as key data: one place in the
+        program derives the sweeps' keys, whose batched derivation is slow to compile)."""
         def one(i):
-            return propose(sweep_keys(jax.random.fold_in(chain_key, first_sweep + i))[0], grid)
-        t, log_u = jax.vmap(one)(start + jnp.arange(block, dtype=jnp.int32))
-        return t.astype(dtype), log_u.astype(dtype), jax.vmap(weight)(t.astype(dtype))
+            key_scales, key_locations, key_alpha = sweep_keys(jax.random.fold_in(chain_key, first_sweep + i))
+            t, log_u = propose(key_scales, grid)
+            return t, log_u, jax.random.key_data(key_locations), jax.random.key_data(key_alpha)
+        t, log_u, key_locations, key_alpha = jax.vmap(one)(start + jnp.arange(block, dtype=jnp.int32))
+        return t.astype(dtype), log_u.astype(dtype), key_locations, key_alpha
 
     def accept(carry, x):
-        """One sweep's acceptance, every chain: ``carry = (t, log w)`` of the current scales."""
-        t, w = carry
-        t_new, log_u, w_new, valid = x
+        """One sweep's acceptance, every chain: ``carry = (index of the current scales among the block's
+        points, its log w)``."""
+        index, w = carry
+        j, log_u, w_new, valid = x
         keep = valid & (log_u < w_new - w)
-        t = jnp.where(keep[:, None], t_new, t)
-        return (t, jnp.where(keep, w_new, w)), t
+        index = jnp.where(keep, j, index)
+        return (index, jnp.where(keep, w_new, w)), index
+
+    def pick(a, index):
+        """``a[c, index[c, k]]`` for every chain ``c`` and sweep ``k`` of the block."""
+        return jax.vmap(lambda a_c, i_c: a_c[i_c])(a, index)
 
     def run_block(b, carry):
-        t, w, kept = carry
+        t, kept = carry
         start = b * block
-        t_new, log_u, w_new = jax.vmap(proposals, in_axes=(0, None))(chain_keys, start)   # (C, block, ...)
+        t_new, log_u, key_locations, key_alpha = jax.vmap(proposals, in_axes=(0, None))(chain_keys, start)
+        points = jnp.concatenate([t[:, None], t_new], axis=1)                            # the current first
+        w, chol, h = jax.vmap(jax.vmap(evaluate))(points)
         sweeps = start + jnp.arange(block, dtype=jnp.int32)
         valid = jnp.broadcast_to((sweeps < total)[:, None], (block, num_chains))
-        (t, w), path = jax.lax.scan(accept, (t, w), (jnp.swapaxes(t_new, 0, 1), jnp.swapaxes(log_u, 0, 1),
-                                                     jnp.swapaxes(w_new, 0, 1), valid))
+        steps = jnp.broadcast_to(jnp.arange(1, block + 1, dtype=jnp.int32)[:, None], (block, num_chains))
+        (last, _), index = jax.lax.scan(accept, (jnp.zeros(num_chains, jnp.int32), w[:, 0]),
+                                        (steps, jnp.swapaxes(log_u, 0, 1), jnp.swapaxes(w[:, 1:], 0, 1), valid))
+        index = jnp.swapaxes(index, 0, 1)                                                 # (C, block)
         after = sweeps - num_warmup
         is_kept = (sweeps < total) & (after >= 0) & (after % thin == thin - 1)
         slot = jnp.where(is_kept, after // thin, num_draws)           # out of range: dropped
-        kept = kept.at[:, slot].set(jnp.swapaxes(path, 0, 1), mode="drop")
+        path = jax.tree.map(lambda a: pick(a, index), (points, chol, h)) + (key_locations, key_alpha)
+        kept = jax.tree.map(lambda k, v: k.at[:, slot].set(v, mode="drop"), kept, path)
         if progress:
             from mlgibbs.progress import report
 
             report(jnp.minimum(start + block, total) - 1, total)
-        return t, w, kept
+        return pick(points, last[:, None])[:, 0], kept
 
     t0 = jax.vmap(lambda s: _scales(s, dtype))(initial_states)
-    w0 = jax.vmap(weight)(t0)
-    kept = jnp.zeros((num_chains, num_draws, 2), dtype)
+    shapes = jax.eval_shape(evaluate, t0[0])
+    key_data = jax.random.key_data(chain_keys[0])
+    kept = jax.tree.map(lambda a: jnp.zeros((num_chains, num_draws, *a.shape), a.dtype),
+                        (jax.ShapeDtypeStruct((2,), dtype), shapes[1], shapes[2], key_data, key_data))
     count = (total + block - 1) // block
-    _, _, kept = jax.lax.fori_loop(0, count, run_block, (t0, w0, kept))
+    _, kept = jax.lax.fori_loop(0, count, run_block, (t0, kept))
 
-    # the locations of the kept draws, given their scales
-    def locations(chain_key, template, d, t):
-        key_scales, key_locations, key_alpha = sweep_keys(
-            jax.random.fold_in(chain_key, first_sweep + num_warmup + (d + 1) * thin - 1))
-        del key_scales
-        _, chol, h = log_weight_and_system(t, data, priors, grid)
+    # the locations of the kept draws, given their scales, from the systems factorised above
+    impl = jax.random.key_impl(chain_keys)
+
+    def locations(template, t, chol, h, key_locations, key_alpha):
+        key_locations = jax.random.wrap_key_data(key_locations, impl=impl)
+        key_alpha = jax.random.wrap_key_data(key_alpha, impl=impl)
         state = template._replace(sigma_y=jnp.exp(0.5 * t[0]), sigma_alpha=jnp.exp(0.5 * t[1]))
         state = draw_locations(key_locations, state, chol, h, data)
         return record(update_alpha(key_alpha, state, data))
 
-    draws = jnp.arange(num_draws, dtype=jnp.int32)
-    per_batch = max(1, _BATCH_VALUES // max(data.groups.counts.shape[0], 1))
+    per_batch = max(1, _BATCH_VALUES // max(num_groups + d * d, 1))
 
-    def chain(chain_key, template, t):
+    def chain(template, kept_c):
         def one(args):
-            return locations(chain_key, template, *args)
+            return locations(template, *args)
         if per_batch >= num_draws:
-            return jax.vmap(one)((draws, t))
-        return jax.lax.map(one, (draws, t), batch_size=per_batch)
+            return jax.vmap(one)(kept_c)
+        return jax.lax.map(one, kept_c, batch_size=per_batch)
 
     at_once = per_batch // num_draws      # chains whose draws fit in one batch
     if at_once >= num_chains:
-        return jax.vmap(chain)(chain_keys, initial_states, kept)
-    return jax.lax.map(lambda args: chain(*args), (chain_keys, initial_states, kept),
+        return jax.vmap(chain)(initial_states, kept)
+    return jax.lax.map(lambda args: chain(*args), (initial_states, kept),
                        batch_size=at_once if at_once > 1 else None)
