@@ -52,6 +52,8 @@ import jax.numpy as jnp  # noqa: E402
 import mlgibbs as mg  # noqa: E402
 from mlgibbs.priors import HalfNormal, Normal  # noqa: E402
 from mlgibbs.run import chain_runner  # noqa: E402
+from mlgibbs._ahead import sampling_options  # noqa: E402
+from mlgibbs.samplers import chains_runner  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -86,11 +88,15 @@ def diagnostics(draws: dict) -> dict:
 
 
 def run_gibbs(model, sampler: str, *, num_chains: int, num_warmup: int, num_draws: int, seed: int = 0,
-              repeats: int = 3) -> dict:
+              repeats: int = 3, scan_step: bool = False) -> dict:
     """One mlgibbs sampler: compile, then time ``repeats`` runs of the compiled program (median).
 
-    ``"grid"`` first tabulates its proposal (once per model, as ``mg.sample`` does): its compilation is
-    counted in the compile time and its run in the sampling time.
+    Compiled with the options ``mg.sample`` compiles its programs with (:func:`mlgibbs._ahead.sampling_options`:
+    LLVM level 1 on CPU). ``"grid"`` first tabulates its proposal (once per model, as ``mg.sample`` does): its
+    compilation is counted in the compile time and its run in the sampling time. Its chains run as ``mg.sample`` runs them,
+    the sweeps in parallel (:func:`mlgibbs.samplers.chains_runner`); with ``scan_step`` (the row
+    ``"grid (step scanned)"``) as every other sampler's, ``kernel.step`` scanned, as a user composing the
+    kernel runs it (the same draws).
 
     A run takes well under a second on radon, where a single timing varies by 2x with what else the
     machine does; the median of three identical runs is the sampling time.
@@ -110,9 +116,13 @@ def run_gibbs(model, sampler: str, *, num_chains: int, num_warmup: int, num_draw
     key_init, key_run = jax.random.split(jax.random.key(seed))
     init = jax.vmap(kernel.init, in_axes=(0, None))(jax.random.split(key_init, num_chains), data)
     keys = jax.random.split(key_run, num_chains)
-    run = chain_runner(kernel, num_draws=num_draws, num_warmup=num_warmup)
+    chains = chains_runner(model, sampler) if not scan_step else None
+    if chains is not None:   # what mg.sample runs: "grid"'s sweeps in parallel (the draws of its step scanned)
+        run = jax.jit(lambda k, s, d: (chains(k, s, d, num_draws=num_draws, num_warmup=num_warmup, thin=1), None))
+    else:
+        run = chain_runner(kernel, num_draws=num_draws, num_warmup=num_warmup)
     t0 = time.perf_counter()
-    compiled = run.lower(keys, init, data).compile()
+    compiled = run.lower(keys, init, data).compile(sampling_options())   # as mg.sample compiles it
     compile_s = time.perf_counter() - t0 + setup_compile_s
     times = []
     for _ in range(repeats):  # the same compiled program, keys and starts: identical draws each time
@@ -124,7 +134,8 @@ def run_gibbs(model, sampler: str, *, num_chains: int, num_warmup: int, num_draw
     draws = model.to_user(draws)  # the reported coordinates: ESS is not invariant under the model's map
     fields = {k: v for k, v in zip(mg.GibbsState._fields, (getattr(draws, f) for f in mg.GibbsState._fields))
               if v is not None}
-    out = {"sampler": sampler, "num_chains": num_chains, "num_warmup": num_warmup, "num_draws": num_draws,
+    out = {"sampler": sampler + (" (step scanned)" if scan_step else ""), "num_chains": num_chains,
+           "num_warmup": num_warmup, "num_draws": num_draws, "runner": "parallel" if chains is not None else "scan",
            "compile_s": compile_s, "sample_s": sample_s, "wall_s": compile_s + sample_s,
            "sweep_ms": 1e3 * sample_s / (num_warmup + num_draws)}
     out.update(diagnostics(fields))
@@ -190,8 +201,11 @@ def add_rates(rows: list[dict]) -> None:
 
 def bench_problem(name: str, model, samplers, *, num_chains, num_warmup, num_draws, nuts_draws, log) -> list[dict]:
     rows = []
-    for sampler in samplers:
-        r = run_gibbs(model, sampler, num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws)
+    runs = [(s, False) for s in samplers] + [("grid", True)] * ("grid" in samplers and name == "radon")
+    for sampler, scan_step in runs:
+        r = run_gibbs(model, sampler, num_chains=num_chains, num_warmup=num_warmup, num_draws=num_draws,
+                      scan_step=scan_step)
+        sampler = r["sampler"]
         log(f"  {name:>12} {sampler:>9}: min ESS {min(r['min_ess_bulk'], r['min_ess_tail']):8.0f}  "
             f"sample {r['sample_s']:7.2f}s  compile {r['compile_s']:6.2f}s  R-hat {r['max_rhat']:.3f}")
         rows.append(r)

@@ -637,7 +637,7 @@ def init_program(kernel, num_chains: int):
     def init(rng_key, data):
         return initial_states(kernel, num_chains, jax.random.split(rng_key, 3)[0], data)
 
-    return jax.jit(init)
+    return jax.jit(init, compiler_options=sampling_options())
 
 
 def sweeps_done(initial_state) -> int:

@@ -31,6 +31,7 @@ import functools
 
 import jax
 
+from mlgibbs._ahead import sampling_options
 from mlgibbs.base import GibbsState, SamplingAlgorithm, compose
 from mlgibbs.conditionals import update_alpha, update_sigma_y
 from mlgibbs.conditionals.collapsed import update_locations
@@ -74,7 +75,7 @@ def grid_kernel(priors: Priors = Priors(), structure: Structure | None = None) -
 @functools.lru_cache(maxsize=64)
 def _builder(priors_key, priors):
     del priors_key
-    return jax.jit(lambda data: build_scale_grid(data, priors))
+    return jax.jit(lambda data: build_scale_grid(data, priors), compiler_options=sampling_options())
 
 
 def scale_grid_builder(priors: Priors):
@@ -87,7 +88,7 @@ def scale_grid_builder(priors: Priors):
     try:
         return _builder(typed_key(priors), priors)
     except TypeError:   # priors holding arrays: not hashable
-        return jax.jit(lambda d: build_scale_grid(d, priors))
+        return jax.jit(lambda d: build_scale_grid(d, priors), compiler_options=sampling_options())
 
 
 def with_scale_grid(data: LinearData, priors: Priors) -> LinearData:
