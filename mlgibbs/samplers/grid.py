@@ -17,7 +17,7 @@ scale. A sweep has no loop inside it (unlike ``"collapsed"``'s slice step) and c
 factorisation). Since a sweep reads nothing of the state but its scales, a run need not go sweep by sweep:
 ``mg.sample`` runs the chains with :func:`~mlgibbs.samplers.grid_chains.run_grid_chains`, every proposal of a
 block of sweeps evaluated at once and the locations drawn for the kept draws only (the same draws as scanning this
-kernel's ``step``, 3-4 times faster on radon). Valid for every scale prior (step 1 needs only the prior's log
+kernel's ``step``, 3-5 times faster on radon). Valid for every scale prior (step 1 needs only the prior's log
 density); needs a grouping factor (without one it is ``"collapsed"``'s two-block sampler).
 
 The proposal is a function of the data (and the priors), carried in ``data.scale_grid``: :func:`with_scale_grid`
