@@ -93,10 +93,10 @@ def run_gibbs(model, sampler: str, *, num_chains: int, num_warmup: int, num_draw
 
     Compiled with the options ``mg.sample`` compiles its programs with (:func:`mlgibbs._ahead.sampling_options`:
     LLVM level 1 on CPU). ``"grid"`` first tabulates its proposal (once per model, as ``mg.sample`` does): its
-    compilation is counted in the compile time and its run in the sampling time. Its chains run as ``mg.sample`` runs them,
-    the sweeps in parallel (:func:`mlgibbs.samplers.chains_runner`); with ``scan_step`` (the row
-    ``"grid (step scanned)"``) as every other sampler's, ``kernel.step`` scanned, as a user composing the
-    kernel runs it (the same draws).
+    compilation is counted in the compile time and its run in the sampling time. Its chains run as
+    ``mg.sample`` runs them, the sweeps in parallel (:func:`mlgibbs.samplers.chains_runner`); with
+    ``scan_step`` (the row ``"grid (step scanned)"``) as every other sampler's, ``kernel.step`` scanned, as a
+    user composing the kernel runs it (the same draws).
 
     A run takes well under a second on radon, where a single timing varies by 2x with what else the
     machine does; the median of three identical runs is the sampling time.

@@ -666,9 +666,6 @@ def _sampling_program(kernel, num_chains, num_draws, recorded, moment_names, ini
                                        jnp, offset=False)
                 return {name: getattr(user, name) for name in moment_names}
 
-        one_chain = functools.partial(run_chain, kernel.step, data=data, num_draws=num_draws,
-                                      num_warmup=num_warmup, thin=thin, record=record, moments=moments,
-                                      first_sweep=first_sweep, progress=progress)
         from mlgibbs.devices import constrain_chains
 
         chain_keys, initial_state = constrain_chains((jax.random.split(key_run, num_chains), initial_state),
@@ -677,6 +674,9 @@ def _sampling_program(kernel, num_chains, num_draws, recorded, moment_names, ini
             out = (chains(chain_keys, initial_state, data, num_draws=num_draws, num_warmup=num_warmup, thin=thin,
                           first_sweep=first_sweep, record=record, progress=progress),)
         else:
+            one_chain = functools.partial(run_chain, kernel.step, data=data, num_draws=num_draws,
+                                          num_warmup=num_warmup, thin=thin, record=record, moments=moments,
+                                          first_sweep=first_sweep, progress=progress)
             out = jax.vmap(one_chain)(chain_keys, initial_state)
         result = {"draws": out[0]}
         if moment_names:

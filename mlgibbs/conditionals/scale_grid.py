@@ -71,7 +71,7 @@ from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
 
 __all__ = ["ScaleGrid", "build_scale_grid", "log_scales_density", "log_proposal_density", "draw_proposal",
-           "propose", "log_weight_and_system", "update_scales_grid", "update_scales_and_locations_grid",
+           "scales_of", "with_scales", "propose", "log_weight_and_system", "update_scales_grid", "update_scales_and_locations_grid",
            "TAIL_WEIGHT", "NUM_CELLS", "MAX_SLOPE"]
 
 #: ``epsilon``: the Cauchy component's share of the proposal.
@@ -169,11 +169,11 @@ def _shrink(lower, upper, values, centres, width, drop):
     return jnp.where(ok, low, lower), jnp.where(ok, high, upper)
 
 
-def _batch_size(num_groups: int, points: int) -> int:
-    """Points evaluated at once: the largest power of two up to ``points`` with at most about ``2^22`` values of
-    ``points x groups`` temporaries (bounded memory at any ``J``; all points at once up to ``J = 4,096``). A power
-    of two divides every batch of points evaluated, so that the compiled program holds one copy of ``f``."""
-    fits = max(1, (1 << 22) // max(num_groups, 1))
+def _batch_size(num_groups: int, points: int, values: int = 1 << 22) -> int:
+    """Points evaluated at once: the largest power of two up to ``points`` with at most about ``values`` (``2^22``)
+    values of ``points x groups`` temporaries (bounded memory at any ``J``; all points at once up to ``J = 4,096``).
+    A power of two divides every batch of points evaluated, so that the compiled program holds one copy of ``f``."""
+    fits = max(1, values // max(num_groups, 1))
     return min(points, 1 << (fits.bit_length() - 1))
 
 
@@ -414,6 +414,16 @@ def draw_proposal(rng_key: jax.Array, grid: ScaleGrid) -> jax.Array:
                      jax.random.uniform(key_u, (5,), grid.lower.dtype))
 
 
+def scales_of(state: GibbsState) -> jax.Array:
+    """``t = (log sigma_y^2, log sigma_alpha^2)`` of a state, in its dtype."""
+    return jnp.stack([2.0 * jnp.log(state.sigma_y), 2.0 * jnp.log(state.sigma_alpha)]).astype(state.sigma_y.dtype)
+
+
+def with_scales(state: GibbsState, t: jax.Array) -> GibbsState:
+    """``state`` with the scales ``t = (log sigma_y^2, log sigma_alpha^2)``."""
+    return state._replace(sigma_y=jnp.exp(0.5 * t[0]), sigma_alpha=jnp.exp(0.5 * t[1]))
+
+
 def propose(rng_key: jax.Array, grid: ScaleGrid) -> tuple[jax.Array, jax.Array]:
     """The random part of :func:`update_scales_grid`'s step from its key: the proposal ``t' ~ q`` and the log of
     the uniform its acceptance compares with. Neither depends on the chain's state, so a run can draw every
@@ -437,14 +447,14 @@ def _scales_step(rng_key, state: GibbsState, data: LinearData, priors: Priors, g
     locations at the scales it keeps (:func:`~mlgibbs.conditionals.collapsed.marginal_and_system`)."""
     dtype = state.sigma_y.dtype
     proposal, log_u = propose(rng_key, grid)
-    current = jnp.stack([2.0 * jnp.log(state.sigma_y), 2.0 * jnp.log(state.sigma_alpha)]).astype(dtype)
+    current = scales_of(state)
     both = jnp.stack([proposal.astype(dtype), current])     # one batched evaluation of the two points
     weight, chol, h = jax.vmap(lambda t: log_weight_and_system(t, data, priors, grid))(both)
     accept = log_u < weight[0] - weight[1]
     t = jnp.where(accept, both[0], current)
     kept = jnp.where(accept, 0, 1)
     system = (None if chol is None else chol[kept], h[kept])
-    return state._replace(sigma_y=jnp.exp(0.5 * t[0]), sigma_alpha=jnp.exp(0.5 * t[1])), system
+    return with_scales(state, t), system
 
 
 def update_scales_grid(rng_key: jax.Array, state: GibbsState, data: LinearData, priors: Priors,

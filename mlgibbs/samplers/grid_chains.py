@@ -31,7 +31,8 @@ import jax.numpy as jnp
 from mlgibbs.base import GibbsState
 from mlgibbs.conditionals import update_alpha
 from mlgibbs.conditionals.collapsed import draw_locations
-from mlgibbs.conditionals.scale_grid import build_scale_grid, log_weight_and_system, propose
+from mlgibbs.conditionals.scale_grid import (_batch_size, build_scale_grid, log_weight_and_system, propose,
+                                             scales_of, with_scales)
 from mlgibbs.models.data import LinearData
 from mlgibbs.priors import Priors
 
@@ -53,13 +54,8 @@ def sweep_keys(rng_key: jax.Array):
 
 def _block_size(num_chains: int, num_groups: int) -> int:
     """Sweeps per block: a power of two, at most ``_MAX_BLOCK``, with ``block x chains x groups`` values
-    bounded (memory independent of the run's length and of ``J``)."""
-    fits = max(1, _BATCH_VALUES // max(num_chains * num_groups, 1))
-    return min(_MAX_BLOCK, 1 << (fits.bit_length() - 1))
-
-
-def _scales(state: GibbsState, dtype) -> jax.Array:
-    return jnp.stack([2.0 * jnp.log(state.sigma_y), 2.0 * jnp.log(state.sigma_alpha)]).astype(dtype)
+    bounded by ``_BATCH_VALUES`` (memory independent of the run's length and of ``J``): the tabulation's rule."""
+    return _batch_size(num_chains * num_groups, _MAX_BLOCK, _BATCH_VALUES)
 
 
 def run_grid_chains(priors: Priors, chain_keys: jax.Array, initial_states: GibbsState, data: LinearData, *,
@@ -137,7 +133,7 @@ def run_grid_chains(priors: Priors, chain_keys: jax.Array, initial_states: Gibbs
             report(jnp.minimum(start + block, total) - 1, total)
         return pick(points, last[:, None])[:, 0], kept
 
-    t0 = jax.vmap(lambda s: _scales(s, dtype))(initial_states)
+    t0 = jax.vmap(scales_of)(initial_states).astype(dtype)
     shapes = jax.eval_shape(evaluate, t0[0])
     key_data = jax.random.key_data(chain_keys[0])
     kept = jax.tree.map(lambda a: jnp.zeros((num_chains, num_draws, *a.shape), a.dtype),
@@ -151,8 +147,7 @@ def run_grid_chains(priors: Priors, chain_keys: jax.Array, initial_states: Gibbs
     def locations(template, t, chol, h, key_locations, key_alpha):
         key_locations = jax.random.wrap_key_data(key_locations, impl=impl)
         key_alpha = jax.random.wrap_key_data(key_alpha, impl=impl)
-        state = template._replace(sigma_y=jnp.exp(0.5 * t[0]), sigma_alpha=jnp.exp(0.5 * t[1]))
-        state = draw_locations(key_locations, state, chol, h, data)
+        state = draw_locations(key_locations, with_scales(template, t), chol, h, data)
         return record(update_alpha(key_alpha, state, data))
 
     per_batch = max(1, _BATCH_VALUES // max(num_groups + d * d, 1))
